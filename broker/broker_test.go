@@ -1,0 +1,189 @@
+package broker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
+)
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func startEmbedded(t *testing.T, cfg Config) *Embedded {
+	t.Helper()
+	e, err := NewEmbedded(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// subscribers counts the network clients subscribed to filter.
+func (e *Embedded) subscribers(topic string) int {
+	return len(e.srv.Topics.Subscribers(topic).Subscriptions)
+}
+
+func hostPort(t *testing.T, addr string) (string, string) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, p
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		cfg     Config
+		wantErr string
+	}{
+		{Config{Listen: "127.0.0.1:1883"}, ""},
+		{Config{Listen: "[::1]:1883"}, ""},
+		{Config{Listen: "localhost:1883"}, ""},
+		{Config{Listen: Off}, ""},
+		{Config{Listen: "0.0.0.0:1883"}, "--mqtt-credentials"},
+		{Config{Listen: ":1883"}, "--mqtt-credentials"},
+		{Config{Listen: "192.168.1.5:1883"}, "--mqtt-credentials"},
+		{Config{Listen: "0.0.0.0:1883", CredentialsFile: "/x"}, ""},
+		{Config{Listen: "nonsense"}, "mqtt listen address"},
+	}
+	for _, tt := range tests {
+		err := tt.cfg.Validate()
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Validate(%+v) = %v, want error containing %q", tt.cfg, err, tt.wantErr)
+		}
+	}
+}
+
+// A real mosquitto_sub sees what the inline client publishes, and a real
+// mosquitto_pub reaches an inline subscription.
+func TestEmbeddedWithMosquittoClients(t *testing.T) {
+	testutil.NeedCommand(t, "mosquitto_sub")
+	e := startEmbedded(t, Config{Listen: "127.0.0.1:0"})
+	host, port := hostPort(t, e.Addr())
+
+	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "msh/#", "-v")
+	testutil.Eventually(t, 10*time.Second, func() bool { return e.subscribers("msh/US/x") > 0 }, "mosquitto_sub never subscribed")
+	if err := e.Publish("msh/US/x", []byte("hello"), false); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitFor(t, 10*time.Second, testutil.Contains("msh/US/x hello"))
+
+	var mu sync.Mutex
+	var got []string
+	unsub, err := e.Subscribe("in/#", func(topic string, payload []byte) {
+		mu.Lock()
+		got = append(got, topic+"="+string(payload))
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-t", "in/a", "-m", "from-pub").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 1 && got[0] == "in/a=from-pub"
+	}, "inline subscriber did not get the mosquitto_pub message")
+}
+
+func TestEmbeddedCredentials(t *testing.T) {
+	testutil.NeedCommand(t, "mosquitto_pub")
+	creds := filepath.Join(t.TempDir(), "mqtt-users.yaml")
+	if err := os.WriteFile(creds, []byte("users:\n  homeassistant:\n    password: s3cret-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startEmbedded(t, Config{Listen: "127.0.0.1:0", CredentialsFile: creds})
+	host, port := hostPort(t, e.Addr())
+	pub := func(args ...string) error {
+		return exec.Command("mosquitto_pub", append([]string{"-h", host, "-p", port, "-t", "t", "-m", "m"}, args...)...).Run()
+	}
+	if err := pub(); err == nil {
+		t.Error("anonymous publish accepted with a credentials file set")
+	}
+	if err := pub("-u", "homeassistant", "-P", "wrong"); err == nil {
+		t.Error("wrong password accepted")
+	}
+	if err := pub("-u", "homeassistant", "-P", "s3cret-pw"); err != nil {
+		t.Errorf("right password refused: %v", err)
+	}
+}
+
+func TestEmbeddedCredentialsErrors(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.yaml")
+	os.WriteFile(empty, []byte("users: {}\n"), 0o600)
+	for name, file := range map[string]string{"missing": filepath.Join(dir, "nope"), "no users": empty} {
+		if _, err := NewEmbedded(Config{Listen: "127.0.0.1:0", CredentialsFile: file}, quietLog()); err == nil {
+			t.Errorf("%s credentials file accepted", name)
+		}
+	}
+}
+
+// The paho client talks to a real broker: here our embedded one over TCP.
+func TestRemote(t *testing.T) {
+	e := startEmbedded(t, Config{Listen: "127.0.0.1:0"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := DialRemote(ctx, RemoteConfig{URL: "mqtt://" + e.Addr()}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	got := make(chan string, 1)
+	if _, err := r.Subscribe("a/#", func(topic string, p []byte) { got <- topic + "=" + string(p) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Publish("a/b", []byte("x"), false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "a/b=x" {
+			t.Errorf("got %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("remote subscriber got nothing")
+	}
+}
+
+func TestIsPrivate(t *testing.T) {
+	for u, want := range map[string]bool{
+		"tcp://127.0.0.1:1883": true, "mqtt://localhost": true, "tcp://192.168.1.10": true, "tcp://10.1.2.3:1883": true,
+		"tcp://100.64.1.1": true, "tcp://[fd00::1]:1883": true, "tcp://mqtt.meshtastic.org:1883": false, "tcp://8.8.8.8": false,
+	} {
+		if got := IsPrivate(u); got != want {
+			t.Errorf("IsPrivate(%q) = %v, want %v", u, got, want)
+		}
+	}
+}
+
+func TestRemoteURLErrorsHidePassword(t *testing.T) {
+	for _, u := range []string{"http://user:hunter2@host", "tcp://user:hunter2@", "tcp://user:hunter2@host:%zz"} {
+		err := RemoteConfig{URL: u}.Validate()
+		if err == nil {
+			t.Errorf("%q accepted", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	}
+}

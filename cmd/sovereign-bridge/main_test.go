@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sovereign-bridge-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "sovereign-bridge")
+	if out, err := exec.Command("go", "build", "-ldflags", "-X main.version=test-1.2.3", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Every bad invocation ends with one clear line and EX_CONFIG, so systemd
+// does not restart it in a loop.
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	badFile := filepath.Join(dir, "bad.toml")
+	os.WriteFile(badFile, []byte("colour = \"blue\"\n"), 0o600)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--device", "ttyUSB0"}, "--device"},
+		{[]string{"--device", "tcp://"}, "no host"},
+		{[]string{"--mqtt-listen", "0.0.0.0:1883"}, "--mqtt-credentials"},
+		{[]string{"--mqtt-broker", "http://example.org"}, "scheme"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--log-format", "xml"}, "--log-format"},
+		{[]string{"--bogus"}, "bogus"},
+		{[]string{"stray"}, "unexpected argument"},
+		{[]string{"--config", badFile}, `unknown setting "colour"`},
+		{[]string{"--config", filepath.Join(dir, "missing.toml")}, "missing.toml"},
+		{[]string{"-j", "bot@example.org", "-p", "hunter2"}, "XMPP gateway is not part of this version"},
+	}
+	for _, tt := range tests {
+		cmd := exec.Command(binary, tt.args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 78 {
+			t.Errorf("%v: err %v, want exit status 78", tt.args, err)
+		}
+		if !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v: stderr %q does not mention %q", tt.args, stderr.String(), tt.want)
+		}
+		if strings.Contains(stderr.String(), "hunter2") {
+			t.Errorf("%v: the password appears in the output", tt.args)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "--version").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "sovereign-bridge test-1.2.3" {
+		t.Errorf("--version = %q, %v", out, err)
+	}
+}
+
+var listenRE = regexp.MustCompile(`mqtt broker listening.*addr=(\S+)`)
+
+// The README's first command: the demo with the simulated radio, watched by
+// a real mosquitto_sub. It also stops cleanly on SIGTERM.
+func TestDemo(t *testing.T) {
+	testutil.NeedCommand(t, "mosquitto_sub")
+	state := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "bridge.toml")
+	// The config file path is exercised too; the flag on the command line wins.
+	os.WriteFile(cfg, []byte("mqtt-listen = \"127.0.0.1:1\"\nlog-level = \"debug\"\n"), 0o600)
+	cmd := exec.Command(binary, "--device", "sim", "--config", cfg, "--mqtt-listen", "127.0.0.1:0", "--state-dir", state)
+	var logs safeBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var addr string
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		m := listenRE.FindStringSubmatch(logs.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	}, "no listening line in %s", &logs)
+	host, port, _ := net.SplitHostPort(addr)
+	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "msh/#", "-t", "sovereign/bridge/radio", "-v")
+	radio := sub.WaitFor(t, 30*time.Second, testutil.Contains("sovereign/bridge/radio "))
+	var info map[string]any
+	json.Unmarshal([]byte(strings.TrimPrefix(radio, "sovereign/bridge/radio ")), &info)
+	if info["id"] != "!5eed0001" || info["region"] != "EU_868" || info["mqtt_root"] != "msh/EU_868" {
+		t.Errorf("radio record = %v", info)
+	}
+	// The simulated nodes talk every few seconds.
+	sub.WaitFor(t, 90*time.Second, testutil.Contains("msh/EU_868/2/json/LongFast/!5eed0001 {"))
+	if !strings.Contains(logs.String(), "level=DEBUG") {
+		t.Error("log-level from the config file was not applied")
+	}
+
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGINT: %v\n%s", err, &logs)
+		}
+	case <-ctx.Done():
+		t.Fatalf("did not stop after SIGINT\n%s", &logs)
+	}
+	if _, err := os.Stat(filepath.Join(state, "nodes.json")); err != nil {
+		t.Errorf("node database not saved on shutdown: %v", err)
+	}
+}
+
+// safeBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type safeBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *safeBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *safeBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

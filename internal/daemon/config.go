@@ -1,0 +1,210 @@
+// Package daemon wires the bridge together: it turns the command line and
+// config file into a Config, builds the broker and the gateways, runs them
+// under one errgroup and shuts them down in order.
+package daemon
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/jshiffer/lora-xmpp-bridge/broker"
+	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+)
+
+// DeviceSim selects the built-in simulated radio.
+const DeviceSim = "sim"
+
+// Config is everything the daemon is told.
+type Config struct {
+	Device          string
+	MQTTListen      string
+	MQTTCredentials string
+	MQTTBroker      string
+	MQTTRoot        string
+	MQTTEncrypt     bool
+	StateDir        string
+	TextInterval    time.Duration
+	LogLevel        string
+	LogFormat       string
+	ShowVersion     bool
+
+	// The XMPP side.
+	JID          string
+	Password     Secret
+	PasswordFile string
+	Room         string
+	Nick         string
+	XMPPServer   string
+}
+
+// Secret is a string that never shows in logs or formatted errors.
+type Secret string
+
+func (Secret) String() string                 { return "[redacted]" }
+func (Secret) LogValue() slog.Value           { return slog.StringValue("[redacted]") }
+func (s Secret) GoString() string             { return s.String() }
+func (s *Secret) Set(v string) error          { *s = Secret(v); return nil }
+func (s Secret) Reveal() string               { return string(s) }
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// ErrUsage marks errors in what the daemon was told, as opposed to what
+// happened while running; the command exits with EX_CONFIG for them so a
+// supervisor does not restart it in a loop.
+var ErrUsage = errors.New("configuration error")
+
+func usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// Parse reads the command line (and the config file it names) into a
+// Config. getenv supplies the environment, for the state directory default.
+func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("sovereign-bridge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := ""
+	str := func(p *string, names []string, def, usage string) {
+		for _, n := range names {
+			fs.StringVar(p, n, def, usage)
+		}
+	}
+	str(&configFile, []string{"config"}, "", "TOML `file` whose keys are the long flag names; flags override it")
+	str(&c.Device, []string{"device"}, serialgw.DeviceAuto, "radio: auto, a serial `path`, tcp://host[:4403] or sim")
+	str(&c.MQTTListen, []string{"mqtt-listen"}, "127.0.0.1:1883", "embedded broker listen `address`, or off")
+	str(&c.MQTTCredentials, []string{"mqtt-credentials"}, "", "embedded broker users `file` (YAML: users: {name: {password: ...}})")
+	str(&c.MQTTBroker, []string{"mqtt-broker"}, "", "use an external broker at this `URL` instead of the embedded one")
+	str(&c.MQTTRoot, []string{"mqtt-root"}, "", "topic `root` (default msh/<region of the radio>)")
+	fs.BoolVar(&c.MQTTEncrypt, "mqtt-encrypt", true, "publish envelopes encrypted with the channel key, as the firmware does")
+	str(&c.StateDir, []string{"state-dir"}, "", "state `directory` (default $STATE_DIRECTORY, else $XDG_STATE_HOME/sovereign-bridge)")
+	fs.DurationVar(&c.TextInterval, "text-interval", 2500*time.Millisecond, "minimum spacing of texts sent to the mesh (the firmware drops texts under 2s apart)")
+	str(&c.LogLevel, []string{"log-level"}, "info", "debug, info, warn or error")
+	str(&c.LogFormat, []string{"log-format"}, "text", "text or json")
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	str(&c.JID, []string{"j", "jid"}, "", "XMPP `JID` of the bridge account")
+	fs.Var(&c.Password, "p", "XMPP password (visible in the process list: prefer --password-file)")
+	fs.Var(&c.Password, "password", "XMPP password (visible in the process list: prefer --password-file)")
+	str(&c.PasswordFile, []string{"password-file"}, "", "read the XMPP password from `file`")
+	str(&c.Room, []string{"r", "room"}, "", "MUC `room` JID")
+	str(&c.Nick, []string{"n", "nick"}, "", "`nick` in the room")
+	str(&c.XMPPServer, []string{"xmpp-server"}, "", "XMPP server `host:port` (skips the SRV lookup)")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return c, usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	if configFile != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if err := applyFile(fs, configFile, set); err != nil {
+			return c, err
+		}
+	}
+	if c.StateDir == "" {
+		c.StateDir = defaultStateDir(getenv)
+	}
+	return c, nil
+}
+
+// applyFile sets, from a TOML file, every flag not given on the command line.
+func applyFile(fs *flag.FlagSet, path string, setOnCommandLine map[string]bool) error {
+	var values map[string]any
+	if _, err := toml.DecodeFile(path, &values); err != nil {
+		return usageErr("config file %s: %v", path, err)
+	}
+	for key, v := range values {
+		f := fs.Lookup(key)
+		if f == nil || len(key) == 1 {
+			return usageErr("config file %s: unknown setting %q", path, key)
+		}
+		if setOnCommandLine[key] {
+			continue
+		}
+		var s string
+		switch v := v.(type) {
+		case string:
+			s = v
+		case bool, int64, float64:
+			s = fmt.Sprint(v)
+		default:
+			return usageErr("config file %s: setting %q must be a string, number or boolean", path, key)
+		}
+		if err := fs.Set(key, s); err != nil {
+			return usageErr("config file %s: %s: %v", path, key, err)
+		}
+	}
+	return nil
+}
+
+func defaultStateDir(getenv func(string) string) string {
+	if d := getenv("STATE_DIRECTORY"); d != "" {
+		// systemd may pass several, separated by colons; the first is ours.
+		return strings.Split(d, ":")[0]
+	}
+	if d := getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "sovereign-bridge")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "state", "sovereign-bridge")
+	}
+	return "sovereign-bridge-state"
+}
+
+// Validate checks the configuration without touching the network.
+func (c Config) Validate() error {
+	if c.Device != DeviceSim {
+		if _, err := serialgw.ParseDevice(c.Device); err != nil {
+			return usageErr("--device: %v", err)
+		}
+	}
+	if c.MQTTBroker != "" {
+		if err := (broker.RemoteConfig{URL: c.MQTTBroker}).Validate(); err != nil {
+			return usageErr("--mqtt-broker: %v", err)
+		}
+	} else if err := (broker.Config{Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials}).Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	if c.TextInterval < 0 {
+		return usageErr("--text-interval must not be negative")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return usageErr("%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return usageErr("--log-format %q: want text or json", c.LogFormat)
+	}
+	if c.JID != "" || c.Room != "" || c.Nick != "" || c.Password != "" || c.PasswordFile != "" || c.XMPPServer != "" {
+		return usageErr("the XMPP gateway is not part of this version yet; run without -j/-p/-r/-n/--password-file/--xmpp-server to bridge the mesh and MQTT")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// NewLogger builds the daemon's logger.
+func NewLogger(c Config, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

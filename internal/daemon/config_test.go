@@ -1,0 +1,108 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse(nil, env(map[string]string{"HOME": "/home/op"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Device != "auto" || c.MQTTListen != "127.0.0.1:1883" || !c.MQTTEncrypt || c.TextInterval != 2500*time.Millisecond ||
+		c.LogLevel != "info" || c.LogFormat != "text" || c.StateDir != "/home/op/.local/state/sovereign-bridge" {
+		t.Errorf("defaults = %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestStateDir(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"STATE_DIRECTORY": "/var/lib/sovereign-bridge", "HOME": "/h"}, "/var/lib/sovereign-bridge"},
+		{map[string]string{"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}, "/var/lib/a"},
+		{map[string]string{"XDG_STATE_HOME": "/x", "HOME": "/h"}, "/x/sovereign-bridge"},
+	}
+	for _, tt := range tests {
+		c, _ := Parse(nil, env(tt.env), io.Discard)
+		if c.StateDir != tt.want {
+			t.Errorf("env %v: state dir %q, want %q", tt.env, c.StateDir, tt.want)
+		}
+	}
+	c, _ := Parse([]string{"--state-dir", "/explicit"}, env(map[string]string{"STATE_DIRECTORY": "/s"}), io.Discard)
+	if c.StateDir != "/explicit" {
+		t.Errorf("flag did not win: %q", c.StateDir)
+	}
+}
+
+// Short and long XMPP flags are the same settings, as the original README uses them.
+func TestShortAndLongFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-j", "bot@example.org", "-p", "pw", "-r", "room@conference.example.org", "-n", "meshbridge"},
+		{"--jid", "bot@example.org", "--password", "pw", "--room", "room@conference.example.org", "--nick", "meshbridge"},
+	} {
+		c, err := Parse(args, env(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.JID != "bot@example.org" || c.Password.Reveal() != "pw" || c.Room != "room@conference.example.org" || c.Nick != "meshbridge" {
+			t.Errorf("%v parsed to %+v", args, c)
+		}
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o600)
+		return p
+	}
+	good := write("good.toml", "device = \"tcp://radio.lan\"\nmqtt-encrypt = false\ntext-interval = \"3s\"\nlog-level = \"debug\"\n")
+	c, err := Parse([]string{"--config", good, "--log-level", "warn"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Device != "tcp://radio.lan" || c.MQTTEncrypt || c.TextInterval != 3*time.Second || c.LogLevel != "warn" {
+		t.Errorf("config file applied wrongly: %+v", c)
+	}
+	for name, body := range map[string]string{
+		"unknown.toml": "colour = \"blue\"\n",
+		"short.toml":   "j = \"bot@example.org\"\n",
+		"table.toml":   "[device]\npath = \"x\"\n",
+		"syntax.toml":  "device = \n",
+		"badval.toml":  "text-interval = \"soon\"\n",
+	} {
+		_, err := Parse([]string{"--config", write(name, body)}, env(nil), io.Discard)
+		if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: err = %v, want a usage error naming the file", name, err)
+		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	c, _ := Parse([]string{"-p", "hunter2"}, env(nil), io.Discard)
+	var sb strings.Builder
+	log := slog.New(slog.NewTextHandler(&sb, nil))
+	log.Info("config", "password", c.Password, "cfg", c)
+	slog.New(slog.NewJSONHandler(&sb, nil)).Info("config", "password", c.Password, "cfg", c)
+	for _, s := range []string{sb.String(), fmt.Sprintf("%v %+v %#v %s", c, c, c, c.Password)} {
+		if strings.Contains(s, "hunter2") {
+			t.Errorf("password printed: %s", s)
+		}
+	}
+}

@@ -1,0 +1,472 @@
+// Package meshsim is a simulated Meshtastic radio. It speaks the stream API
+// at the protocol level (the config handshake, heartbeats answered with
+// QueueStatus, the firmware's 2 s text rule) over any byte stream: a
+// pseudo-terminal, a TCP socket. A few named nodes talk on timers, so the
+// bridge can be run and demonstrated with no hardware, and tests drive the
+// real code path of the radio link through it.
+package meshsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+)
+
+// Peer is a simulated node elsewhere on the mesh.
+type Peer struct {
+	Num       uint32
+	LongName  string
+	ShortName string
+	Texts     []string // what it says, in turn
+}
+
+// Config describes the simulated radio.
+type Config struct {
+	NodeNum   uint32
+	LongName  string
+	ShortName string
+	Region    meshpb.Config_LoRaConfig_RegionCode
+	Preset    meshpb.Config_LoRaConfig_ModemPreset
+	HopLimit  uint32
+	Peers     []Peer
+	// TrafficInterval is how often each peer sends something (text,
+	// position, telemetry or nodeinfo); 0 keeps the peers quiet.
+	TrafficInterval time.Duration
+	// TextRule is the firmware's minimum spacing of texts from the API;
+	// closer texts are dropped with a RATE_LIMIT_EXCEEDED NAK.
+	TextRule time.Duration
+	// ClientProxy makes the radio publish MQTT through its client.
+	ClientProxy bool
+}
+
+// Demo is the configuration `--device sim` runs with.
+func Demo() Config {
+	return Config{
+		NodeNum: 0x5eed0001, LongName: "SovereignRelay Sim", ShortName: "SIM",
+		Region: meshpb.Config_LoRaConfig_EU_868, Preset: meshpb.Config_LoRaConfig_LONG_FAST, HopLimit: 3,
+		Peers: []Peer{
+			{Num: 0xa1b2c3d4, LongName: "Ana's T-Beam", ShortName: "ANA", Texts: []string{"Good morning from the ridge 🌄", "Water pump is running again", "Anyone heading to the market?"}},
+			{Num: 0x0badcafe, LongName: "Mill Road Repeater", ShortName: "MILL", Texts: []string{"Repeater battery at 80%", "Solar panel cleaned"}},
+			{Num: 0x13572468, LongName: "Kofi", ShortName: "KOFI", Texts: []string{"On my way 🚲", "The bridge is open, river is low", "谢谢 — see you at six"}},
+		},
+		TrafficInterval: 20 * time.Second,
+		TextRule:        2 * time.Second,
+	}
+}
+
+// Radio is the simulated radio. One client at a time, like the firmware's
+// TCP API: a new connection replaces the old one.
+type Radio struct {
+	cfg Config
+
+	mu          sync.Mutex
+	client      *conn
+	received    []*meshpb.MeshPacket // accepted from the client
+	rateLimited int
+	handshakes  int
+	lastText    time.Time
+	changed     chan struct{} // closed and replaced on every change tests may wait for
+	rebootCount uint32
+}
+
+// New makes a simulated radio.
+func New(cfg Config) *Radio {
+	if cfg.HopLimit == 0 {
+		cfg.HopLimit = 3
+	}
+	return &Radio{cfg: cfg, changed: make(chan struct{})}
+}
+
+// Config returns the radio's configuration.
+func (r *Radio) Config() Config { return r.cfg }
+
+// conn is one client connection.
+type conn struct {
+	rw       io.ReadWriter
+	wmu      sync.Mutex
+	sending  atomic.Bool // config complete: live packets flow
+	free     uint32
+}
+
+const txQueueLen = 16
+
+func (c *conn) writeMsg(m *meshpb.FromRadio) error {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	f, err := mesh.AppendFrame(nil, b)
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err = c.rw.Write(f)
+	return err
+}
+
+func (c *conn) writeRaw(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.rw.Write(b)
+	return err
+}
+
+func (r *Radio) notify() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next change of what the radio
+// received or of its handshake count.
+func (r *Radio) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+// Serve speaks the stream API on rw until ctx ends or rw fails. Like a
+// booting radio it prints console text until the client first talks to it.
+func (r *Radio) Serve(ctx context.Context, rw io.ReadWriter) error {
+	c := &conn{rw: rw, free: txQueueLen}
+	r.mu.Lock()
+	r.client = c
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.client == c {
+			r.client = nil
+		}
+		r.mu.Unlock()
+	}()
+	_ = c.writeRaw([]byte("INFO  | ??:??:?? 0 \n\nBooting SovereignRelay simulated radio\r\nINFO  | ??:??:?? 0 [Main] Serial console ready\r\n"))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if r.cfg.TrafficInterval > 0 {
+		go r.talk(ctx, c)
+	}
+
+	var last *meshpb.ToRadio
+	fr := mesh.NewFrameReader(rw, func(p []byte) bool {
+		m := new(meshpb.ToRadio)
+		if proto.Unmarshal(p, m) != nil || m.GetPayloadVariant() == nil {
+			return false
+		}
+		last = m
+		return true
+	})
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			item, err := fr.Next()
+			if err != nil {
+				errc <- err
+				return
+			}
+			if item.Frame == nil && item.Log != "" {
+				continue // wake bytes and noise
+			}
+			if err := r.handle(c, last); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-errc:
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+}
+
+func (r *Radio) handle(c *conn, m *meshpb.ToRadio) error {
+	switch v := m.GetPayloadVariant().(type) {
+	case *meshpb.ToRadio_WantConfigId:
+		c.sending.Store(false)
+		if err := r.sendConfig(c, v.WantConfigId); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.handshakes++
+		r.notify()
+		r.mu.Unlock()
+		c.sending.Store(true)
+	case *meshpb.ToRadio_Heartbeat:
+		if v.Heartbeat.GetNonce() == 1 {
+			return nil // the firmware broadcasts its NodeInfo instead
+		}
+		return c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: &meshpb.QueueStatus{Free: c.free, Maxlen: txQueueLen}}})
+	case *meshpb.ToRadio_Packet:
+		return r.onPacket(c, v.Packet)
+	case *meshpb.ToRadio_Disconnect:
+		c.sending.Store(false)
+	}
+	return nil
+}
+
+// onPacket takes a packet from the client, applying the firmware's rules.
+func (r *Radio) onPacket(c *conn, p *meshpb.MeshPacket) error {
+	if !c.sending.Load() {
+		return nil
+	}
+	qs := &meshpb.QueueStatus{Free: c.free, Maxlen: txQueueLen, MeshPacketId: p.GetId()}
+	if p.GetDecoded().GetPortnum() == meshpb.PortNum_TEXT_MESSAGE_APP {
+		r.mu.Lock()
+		now := time.Now()
+		limited := !r.lastText.IsZero() && now.Sub(r.lastText) < r.cfg.TextRule
+		if limited {
+			r.rateLimited++
+			r.notify()
+		} else {
+			r.lastText = now
+		}
+		r.mu.Unlock()
+		if limited {
+			if err := c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: qs}}); err != nil {
+				return err
+			}
+			return c.writeMsg(packetMsg(r.routingReply(p.GetId(), meshpb.Routing_RATE_LIMIT_EXCEEDED)))
+		}
+	}
+	r.mu.Lock()
+	cp := proto.CloneOf(p)
+	cp.From = r.cfg.NodeNum // the firmware overwrites from
+	r.received = append(r.received, cp)
+	r.notify()
+	r.mu.Unlock()
+	return c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: qs}})
+}
+
+func (r *Radio) routingReply(requestID uint32, reason meshpb.Routing_Error) *meshpb.MeshPacket {
+	payload, _ := proto.Marshal(&meshpb.Routing{Variant: &meshpb.Routing_ErrorReason{ErrorReason: reason}})
+	return &meshpb.MeshPacket{
+		From: r.cfg.NodeNum, To: r.cfg.NodeNum, Id: rand.Uint32(),
+		PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{Portnum: meshpb.PortNum_ROUTING_APP, Payload: payload, RequestId: requestID}},
+	}
+}
+
+func packetMsg(p *meshpb.MeshPacket) *meshpb.FromRadio {
+	return &meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_Packet{Packet: p}}
+}
+
+// sendConfig sends the configuration dump in the firmware's order.
+func (r *Radio) sendConfig(c *conn, nonce uint32) error {
+	cfg := r.cfg
+	r.mu.Lock()
+	reboots := r.rebootCount
+	r.mu.Unlock()
+	msgs := []*meshpb.FromRadio{
+		{PayloadVariant: &meshpb.FromRadio_MyInfo{MyInfo: &meshpb.MyNodeInfo{MyNodeNum: cfg.NodeNum, RebootCount: reboots, NodedbCount: uint32(len(cfg.Peers) + 1)}}},
+		{PayloadVariant: &meshpb.FromRadio_NodeInfo{NodeInfo: &meshpb.NodeInfo{Num: cfg.NodeNum, User: user(cfg.NodeNum, cfg.LongName, cfg.ShortName), IsFavorite: true}}},
+		{PayloadVariant: &meshpb.FromRadio_Metadata{Metadata: &meshpb.DeviceMetadata{FirmwareVersion: "2.7.26.sim", HwModel: meshpb.HardwareModel_PORTDUINO, HasPKC: true}}},
+	}
+	for i := int32(0); i < 8; i++ {
+		ch := &meshpb.Channel{Index: i, Settings: &meshpb.ChannelSettings{}}
+		if i == 0 {
+			ch.Role = meshpb.Channel_PRIMARY
+			ch.Settings.Psk = []byte{1}
+			ch.Settings.UplinkEnabled = cfg.ClientProxy
+			ch.Settings.DownlinkEnabled = cfg.ClientProxy
+		}
+		msgs = append(msgs, &meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_Channel{Channel: ch}})
+	}
+	msgs = append(msgs,
+		&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_Config{Config: &meshpb.Config{PayloadVariant: &meshpb.Config_Lora{Lora: &meshpb.Config_LoRaConfig{
+			UsePreset: true, ModemPreset: cfg.Preset, Region: cfg.Region, HopLimit: cfg.HopLimit, TxEnabled: true,
+		}}}}},
+		&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_ModuleConfig{ModuleConfig: &meshpb.ModuleConfig{PayloadVariant: &meshpb.ModuleConfig_Mqtt{Mqtt: &meshpb.ModuleConfig_MQTTConfig{
+			Enabled: cfg.ClientProxy, ProxyToClientEnabled: cfg.ClientProxy, EncryptionEnabled: true, Root: "msh/" + cfg.Region.String(), Address: "127.0.0.1",
+		}}}}},
+	)
+	now := uint32(time.Now().Unix())
+	for _, p := range cfg.Peers {
+		msgs = append(msgs, &meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_NodeInfo{NodeInfo: &meshpb.NodeInfo{
+			Num: p.Num, User: user(p.Num, p.LongName, p.ShortName), LastHeard: now - 60, Snr: 6.25,
+		}}})
+	}
+	msgs = append(msgs, &meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_ConfigCompleteId{ConfigCompleteId: nonce}})
+	for _, m := range msgs {
+		if err := c.writeMsg(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func user(num uint32, long, short string) *meshpb.User {
+	return &meshpb.User{Id: mesh.NodeID(num), LongName: long, ShortName: short, HwModel: meshpb.HardwareModel_TBEAM}
+}
+
+// Inject delivers a packet to the client as if the radio had heard it. It
+// reports false when no client is ready to receive packets.
+func (r *Radio) Inject(p *meshpb.MeshPacket) bool {
+	r.mu.Lock()
+	c := r.client
+	r.mu.Unlock()
+	if c == nil || !c.sending.Load() {
+		return false
+	}
+	return c.writeMsg(packetMsg(p)) == nil
+}
+
+// WriteRaw writes bytes to the client as they are: noise, torn frames, log text.
+func (r *Radio) WriteRaw(b []byte) bool {
+	r.mu.Lock()
+	c := r.client
+	r.mu.Unlock()
+	return c != nil && c.writeRaw(b) == nil
+}
+
+// Reboot makes the radio behave as after a reboot: it announces it and sends
+// nothing more until the client asks for the configuration again.
+func (r *Radio) Reboot() bool {
+	r.mu.Lock()
+	c := r.client
+	r.rebootCount++
+	r.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.sending.Store(false)
+	return c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_Rebooted{Rebooted: true}}) == nil
+}
+
+// Ready reports whether a client has completed the handshake.
+func (r *Radio) Ready() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.client != nil && r.client.sending.Load()
+}
+
+// Received returns the packets the client sent that the radio accepted.
+func (r *Radio) Received() []*meshpb.MeshPacket {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*meshpb.MeshPacket(nil), r.received...)
+}
+
+// RateLimited counts texts refused under the 2 s rule.
+func (r *Radio) RateLimited() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rateLimited
+}
+
+// Handshakes counts completed configuration requests.
+func (r *Radio) Handshakes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.handshakes
+}
+
+// TextPacket builds a broadcast text from a peer on the primary channel.
+func (r *Radio) TextPacket(from uint32, text string) *meshpb.MeshPacket {
+	return r.packet(from, meshpb.PortNum_TEXT_MESSAGE_APP, []byte(text))
+}
+
+func (r *Radio) packet(from uint32, port meshpb.PortNum, payload []byte) *meshpb.MeshPacket {
+	return &meshpb.MeshPacket{
+		From: from, To: mesh.Broadcast, Id: rand.Uint32() | 1, RxTime: proto.Uint32(uint32(time.Now().Unix())),
+		RxSnr: 5.5, RxRssi: proto.Int32(-92), HopLimit: 2, HopStart: 3,
+		PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{Portnum: port, Payload: payload, Bitfield: proto.Uint32(1)}},
+	}
+}
+
+// talk makes the peers send something now and then until ctx ends.
+func (r *Radio) talk(ctx context.Context, c *conn) {
+	if len(r.cfg.Peers) == 0 {
+		return
+	}
+	next := make([]int, len(r.cfg.Peers))
+	for {
+		wait := r.cfg.TrafficInterval/time.Duration(len(r.cfg.Peers)) + rand.N(r.cfg.TrafficInterval/4+1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if !c.sending.Load() {
+			continue
+		}
+		i := rand.IntN(len(r.cfg.Peers))
+		p := r.cfg.Peers[i]
+		var pkt *meshpb.MeshPacket
+		switch kind := rand.IntN(10); {
+		case kind < 5 && len(p.Texts) > 0:
+			pkt = r.TextPacket(p.Num, p.Texts[next[i]%len(p.Texts)])
+			next[i]++
+		case kind < 7:
+			pos, _ := proto.Marshal(&meshpb.Position{
+				LatitudeI: proto.Int32(515000000 + int32(i)*100000), LongitudeI: proto.Int32(-1000000 + int32(i)*100000),
+				Altitude: proto.Int32(42 + int32(i)), Time: uint32(time.Now().Unix()), SatsInView: 7, PrecisionBits: 32,
+			})
+			pkt = r.packet(p.Num, meshpb.PortNum_POSITION_APP, pos)
+		case kind < 9:
+			tel, _ := proto.Marshal(&meshpb.Telemetry{Time: uint32(time.Now().Unix()), Variant: &meshpb.Telemetry_DeviceMetrics{DeviceMetrics: &meshpb.DeviceMetrics{
+				BatteryLevel: proto.Uint32(uint32(60 + rand.IntN(40))), Voltage: proto.Float32(3.9), ChannelUtilization: proto.Float32(4.5), AirUtilTx: proto.Float32(0.8), UptimeSeconds: proto.Uint32(3600),
+			}}})
+			pkt = r.packet(p.Num, meshpb.PortNum_TELEMETRY_APP, tel)
+		default:
+			u, _ := proto.Marshal(user(p.Num, p.LongName, p.ShortName))
+			pkt = r.packet(p.Num, meshpb.PortNum_NODEINFO_APP, u)
+		}
+		if c.writeMsg(packetMsg(pkt)) != nil {
+			return
+		}
+	}
+}
+
+// ListenTCP serves the radio on a TCP address like the firmware's port
+// 4403: each new client replaces the previous one. It returns the bound
+// address; serving stops when ctx ends.
+func (r *Radio) ListenTCP(ctx context.Context, addr string) (net.Addr, func() error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("simulated radio: %w", err)
+	}
+	run := func() error {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		go func() { <-ctx.Done(); ln.Close() }()
+		var prev net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if prev != nil {
+					prev.Close()
+				}
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if prev != nil {
+				prev.Close() // one API client at a time, as the firmware does
+			}
+			prev = c
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = r.Serve(ctx, c)
+			}()
+		}
+	}
+	return ln.Addr(), run, nil
+}

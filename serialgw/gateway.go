@@ -1,0 +1,432 @@
+// Package serialgw is the radio link: it speaks the Meshtastic stream API
+// over a serial port or TCP, keeps the link alive and recovers it, owns the
+// one transmit queue, and meets the rest of the bridge only through the
+// broker: it publishes what the radio hears on Meshtastic-compatible and
+// bridge topics, and sends what arrives on the downlink topics.
+package serialgw
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
+)
+
+// Bus is the part of the broker the radio link uses.
+type Bus interface {
+	Publish(topic string, payload []byte, retain bool) error
+	// Subscribe registers h for filter. h may run on the publisher's
+	// goroutine, so it must not block.
+	Subscribe(filter string, h func(topic string, payload []byte)) (unsubscribe func(), err error)
+}
+
+// Config configures the radio link.
+type Config struct {
+	Device Device
+	// Root overrides the topic root; empty means msh/<region of the radio>.
+	Root string
+	// Encrypt publishes envelopes encrypted with the channel key, as the
+	// firmware does; false publishes decoded packets.
+	Encrypt bool
+	// RespectOKToMQTT withholds, from the Meshtastic topics, packets whose
+	// senders did not allow MQTT uplink. The firmware waives the rule for
+	// brokers on private addresses, so this is for public brokers.
+	RespectOKToMQTT bool
+	// StateDir keeps the node database; empty keeps nothing.
+	StateDir string
+
+	TextInterval      time.Duration // spacing of text packets, at least 2 s for the firmware
+	HeartbeatInterval time.Duration // well inside the firmware's 15-minute idle timeout
+	ReplyTimeout      time.Duration // how long a heartbeat may go unanswered
+	HandshakeTimeout  time.Duration // per want_config attempt
+	SendTimeout       time.Duration // wait for the radio's QueueStatus for a packet
+	BackoffMin        time.Duration
+	BackoffMax        time.Duration
+	QueueLimit        int
+}
+
+// Defaults fills in unset durations and limits.
+func (c *Config) Defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.TextInterval, 2500*time.Millisecond)
+	def(&c.HeartbeatInterval, 60*time.Second)
+	def(&c.ReplyTimeout, 20*time.Second)
+	def(&c.HandshakeTimeout, 60*time.Second)
+	def(&c.SendTimeout, 15*time.Second)
+	def(&c.BackoffMin, time.Second)
+	def(&c.BackoffMax, time.Minute)
+	if c.QueueLimit == 0 {
+		c.QueueLimit = 200
+	}
+}
+
+// Stats are the radio link's counters.
+type Stats struct {
+	FramesIn, FramesRejected, FramesOversize, LogLines atomic.Uint64
+	PacketsIn, Duplicates, PacketsPublished            atomic.Uint64
+	Sent, SendFailed, DownlinkRejected                 atomic.Uint64
+	Handshakes, Reconnects                             atomic.Uint64
+}
+
+// Gateway is the radio link.
+type Gateway struct {
+	cfg   Config
+	bus   Bus
+	log   *slog.Logger
+	Stats Stats
+
+	tx    *txQueue
+	pace  *pacer
+	ids   idGen
+	seen  *dedupe
+	nodes *nodeDB
+
+	proxyOut chan *meshpb.MqttClientProxyMessage // broker -> radio in client proxy mode
+
+	mu      sync.Mutex
+	radio   *radioState // the radio as of the last completed handshake
+	root    string
+	unsubs  []func() // subscriptions that depend on the radio's config
+	upSince time.Time
+}
+
+// New builds the radio link. Run starts it.
+func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
+	cfg.Defaults()
+	if cfg.TextInterval < 2*time.Second {
+		log.Warn("text interval below the firmware's 2 s rate limit: the radio will drop texts", "interval", cfg.TextInterval)
+	}
+	nodes, err := openNodeDB(cfg.StateDir)
+	if err != nil {
+		if nodes == nil {
+			return nil, err
+		}
+		log.Warn("node database", "err", err)
+	}
+	return &Gateway{
+		cfg: cfg, bus: bus, log: log.With("component", "radio"),
+		tx: newTxQueue(cfg.QueueLimit), pace: newPacer(cfg.TextInterval),
+		seen: newDedupe(4096, 2*time.Hour), nodes: nodes,
+		proxyOut: make(chan *meshpb.MqttClientProxyMessage, 64),
+	}, nil
+}
+
+// Run connects to the radio and keeps it connected until ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	unsub, err := g.bus.Subscribe(topics.MeshTX, g.onMeshTX)
+	if err != nil {
+		return err
+	}
+	defer unsub()
+	for _, n := range g.nodes.all() {
+		g.publishNode(n)
+	}
+	g.publishStatus("connecting", "")
+
+	saveDone := make(chan struct{})
+	saveCtx, stopSave := context.WithCancel(ctx)
+	go func() { defer close(saveDone); g.saveLoop(saveCtx) }()
+	defer func() {
+		stopSave()
+		<-saveDone
+		g.dropRadioSubscriptions()
+		g.publishStatus("offline", "")
+		if err := g.nodes.save(); err != nil {
+			g.log.Error("saving node database", "err", err)
+		}
+	}()
+
+	backoff := g.cfg.BackoffMin
+	var lastErr string
+	for {
+		conn, name, err := g.cfg.Device.open(ctx)
+		if ctx.Err() != nil {
+			if conn != nil {
+				conn.Close()
+			}
+			return nil
+		}
+		if err != nil {
+			// Log a failure once; the same failure again is only debug noise.
+			if msg := err.Error(); msg != lastErr {
+				g.log.Warn("radio not reachable; will keep trying", "device", g.cfg.Device.String(), "err", err)
+				lastErr = msg
+			} else {
+				g.log.Debug("radio still not reachable", "err", err)
+			}
+			g.publishStatus("disconnected", err.Error())
+		} else {
+			lastErr = ""
+			g.log.Info("radio port open", "device", name)
+			s := newSession(g, conn, name)
+			up, err := s.run(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			g.Stats.Reconnects.Add(1)
+			g.log.Warn("radio link lost; reconnecting", "device", name, "err", err)
+			g.publishStatus("disconnected", err.Error())
+			if up > time.Minute {
+				backoff = g.cfg.BackoffMin
+			}
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(backoff*2, g.cfg.BackoffMax)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (g *Gateway) saveLoop(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := g.nodes.save(); err != nil {
+				g.log.Error("saving node database", "err", err)
+			}
+		}
+	}
+}
+
+// QueueLen is the number of packets waiting for the radio.
+func (g *Gateway) QueueLen() int { return g.tx.len() }
+
+// currentRadio returns the radio as of the last handshake, or nil.
+func (g *Gateway) currentRadio() (*radioState, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.radio, g.root
+}
+
+// onHandshake makes a freshly handshaken radio current: it publishes the
+// radio's state and (re)subscribes what depends on the radio's config.
+func (g *Gateway) onHandshake(r *radioState) {
+	root := topics.Root(g.cfg.Root, r.region())
+	g.dropRadioSubscriptions()
+	g.mu.Lock()
+	g.radio, g.root, g.upSince = r, root, time.Now()
+	g.mu.Unlock()
+
+	var unsubs []func()
+	sub := func(filter string, h func(string, []byte)) {
+		u, err := g.bus.Subscribe(filter, h)
+		if err != nil {
+			g.log.Error("subscribe", "filter", filter, "err", err)
+			return
+		}
+		unsubs = append(unsubs, u)
+	}
+	sub(topics.JSONDownlinkFilter(root), g.onJSONDownlink)
+	if r.proxyActive() {
+		// In client proxy mode the firmware subscribes to nothing itself: we
+		// mirror the subscriptions it would make and pass the traffic down.
+		any := false
+		for i, c := range r.channels {
+			if name, ok := r.channelName(uint32(i)); ok && c.GetSettings().GetDownlinkEnabled() {
+				sub(topics.EnvelopeFilter(root, name), g.onProxyDownlink)
+				any = true
+			}
+		}
+		if any {
+			sub(topics.EnvelopeFilter(root, topics.PKIChannel), g.onProxyDownlink)
+		}
+	}
+	g.mu.Lock()
+	g.unsubs = unsubs
+	g.mu.Unlock()
+
+	g.publishJSON(topics.BridgeRadio, r.info(root), true)
+	g.publishStatus("online", "")
+	g.log.Info("radio ready", "node", r.gatewayID(), "name", r.self.GetLongName(), "firmware", r.firmware,
+		"region", r.region(), "preset", r.presetName(), "root", root, "client_proxy", r.proxyActive(), "queued", g.tx.len())
+}
+
+func (g *Gateway) dropRadioSubscriptions() {
+	g.mu.Lock()
+	unsubs := g.unsubs
+	g.unsubs = nil
+	g.mu.Unlock()
+	for _, u := range unsubs {
+		u()
+	}
+}
+
+type statusRecord struct {
+	State  string `json:"state"`
+	Device string `json:"device"`
+	Since  string `json:"since"`
+	Error  string `json:"error,omitempty"`
+	Node   string `json:"node,omitempty"`
+}
+
+func (g *Gateway) publishStatus(state, errText string) {
+	rec := statusRecord{State: state, Device: g.cfg.Device.String(), Since: time.Now().UTC().Format(time.RFC3339), Error: errText}
+	if r, _ := g.currentRadio(); r != nil {
+		rec.Node = r.gatewayID()
+	}
+	g.publishJSON(topics.BridgeStatus, rec, true)
+}
+
+func (g *Gateway) publishNode(n NodeRecord) {
+	g.publishJSON(topics.Node(n.ID), n, true)
+}
+
+func (g *Gateway) publishJSON(topic string, v any, retain bool) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		g.log.Error("encode", "topic", topic, "err", err)
+		return
+	}
+	g.publish(topic, b, retain)
+}
+
+func (g *Gateway) publish(topic string, b []byte, retain bool) {
+	if err := g.bus.Publish(topic, b, retain); err != nil {
+		g.log.Warn("publish failed", "topic", topic, "err", err)
+	}
+}
+
+// enqueue validates a request and queues it, or reports why not.
+func (g *Gateway) enqueue(r *request) error {
+	d := r.data
+	if d.GetPortnum() == meshpb.PortNum_TEXT_MESSAGE_APP && len(d.GetPayload()) > MaxTextBytes {
+		return fmt.Errorf("%w: text of %d bytes; at most %d fit in one packet (split it before sending)", errTooLarge, len(d.GetPayload()), MaxTextBytes)
+	}
+	if len(d.GetPayload()) > maxPayload {
+		return fmt.Errorf("%w: payload of %d bytes; at most %d", errTooLarge, len(d.GetPayload()), maxPayload)
+	}
+	if d.GetPortnum() == meshpb.PortNum_ADMIN_APP {
+		return fmt.Errorf("%w: admin packets are not bridged", errRefused)
+	}
+	r.queued = time.Now()
+	return g.tx.push(r)
+}
+
+var (
+	errTooLarge = errors.New("too large")
+	errRefused  = errors.New("refused")
+)
+
+// onMeshTX takes a send request from another gateway. It runs on the
+// publisher's goroutine: validate, queue, return.
+func (g *Gateway) onMeshTX(_ string, payload []byte) {
+	var env meshpb.ServiceEnvelope
+	if err := proto.Unmarshal(payload, &env); err != nil || env.GetPacket().GetDecoded() == nil {
+		g.Stats.DownlinkRejected.Add(1)
+		g.log.Warn("ignoring malformed send request", "topic", topics.MeshTX, "err", err)
+		return
+	}
+	p := env.GetPacket()
+	r := &request{id: p.GetId(), origin: env.GetGatewayId(), to: p.GetTo(), channel: p.GetChannel(), data: p.GetDecoded()}
+	if r.to == 0 {
+		r.to = mesh.Broadcast
+	}
+	if env.GetChannelId() != "" {
+		radio, _ := g.currentRadio()
+		if radio == nil {
+			g.refuse(r, meshpb.Routing_NO_CHANNEL, fmt.Errorf("channel %q: radio not connected yet, channel names unknown", env.GetChannelId()))
+			return
+		}
+		idx, err := radio.channelIndex(env.GetChannelId())
+		if err != nil {
+			g.refuse(r, meshpb.Routing_NO_CHANNEL, err)
+			return
+		}
+		r.channel = idx
+	}
+	if err := g.enqueue(r); err != nil {
+		reason := meshpb.Routing_BAD_REQUEST
+		if errors.Is(err, errTooLarge) {
+			reason = meshpb.Routing_TOO_LARGE
+		}
+		g.refuse(r, reason, err)
+	}
+}
+
+func (g *Gateway) refuse(r *request, reason meshpb.Routing_Error, err error) {
+	g.Stats.SendFailed.Add(1)
+	g.log.Warn("send refused", "origin", r.origin, "request", r.id, "reason", reason.String(), "err", err)
+	g.publishResult(r, reason)
+}
+
+// publishResult reports a request's outcome on topics.MeshResult as a
+// routing packet whose request_id is the request's id.
+func (g *Gateway) publishResult(r *request, reason meshpb.Routing_Error) {
+	routing, _ := proto.Marshal(&meshpb.Routing{Variant: &meshpb.Routing_ErrorReason{ErrorReason: reason}})
+	var from uint32
+	if radio, _ := g.currentRadio(); radio != nil {
+		from = radio.myNum
+	}
+	env := &meshpb.ServiceEnvelope{
+		GatewayId: r.origin,
+		Packet: &meshpb.MeshPacket{
+			From: from, To: from, Channel: r.channel,
+			PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
+				Portnum: meshpb.PortNum_ROUTING_APP, Payload: routing, RequestId: r.id,
+			}},
+		},
+	}
+	b, err := proto.Marshal(env)
+	if err != nil {
+		return
+	}
+	g.publish(topics.MeshResult, b, false)
+}
+
+// onJSONDownlink takes the firmware's JSON downlink (sendtext, sendposition).
+func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
+	radio, _ := g.currentRadio()
+	if radio == nil {
+		return
+	}
+	dl, err := mesh.ParseDownlink(payload, radio.myNum)
+	if err != nil {
+		g.Stats.DownlinkRejected.Add(1)
+		g.log.Warn("ignoring JSON downlink", "topic", topic, "err", err)
+		return
+	}
+	r := &request{origin: "mqtt-json", id: g.ids.next(), to: dl.To, channel: dl.Channel, data: dl.Data}
+	if err := g.enqueue(r); err != nil {
+		g.Stats.DownlinkRejected.Add(1)
+		g.log.Warn("ignoring JSON downlink", "topic", topic, "err", err)
+		g.publishResult(r, meshpb.Routing_TOO_LARGE)
+	}
+}
+
+// onProxyDownlink passes envelopes from other gateways down to a radio in
+// client proxy mode; the radio's own publications are not sent back to it.
+func (g *Gateway) onProxyDownlink(topic string, payload []byte) {
+	radio, _ := g.currentRadio()
+	t, err := topics.Parse(topic)
+	if radio == nil || err != nil || t.Gateway == radio.gatewayID() {
+		return
+	}
+	m := &meshpb.MqttClientProxyMessage{Topic: topic, PayloadVariant: &meshpb.MqttClientProxyMessage_Data{Data: append([]byte(nil), payload...)}}
+	select {
+	case g.proxyOut <- m:
+	default:
+		g.log.Warn("client proxy downlink queue full; dropping", "topic", topic)
+	}
+}

@@ -1,0 +1,360 @@
+package serialgw_test
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jshiffer/lora-xmpp-bridge/broker"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
+)
+
+const wait = 20 * time.Second
+
+func testLog(t *testing.T) *slog.Logger {
+	if os.Getenv("TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// transport connects a simulated radio to the bridge over a real byte
+// stream, and can pull the plug and plug it back in.
+type transport struct {
+	name  string
+	start func(t *testing.T, ctx context.Context, radio *meshsim.Radio) (dev serialgw.Device, replug func())
+}
+
+// ptyTransport serves the radio on the master side of a real
+// pseudo-terminal; the bridge opens the slave through a stable symlink, the
+// way /dev/serial/by-id/ names a USB radio. Replugging closes the pair and
+// points the symlink at a fresh one.
+var ptyTransport = transport{"pty", func(t *testing.T, ctx context.Context, radio *meshsim.Radio) (serialgw.Device, func()) {
+	link := filepath.Join(t.TempDir(), "ttyUSB-radio")
+	var master, slave *os.File
+	plug := func() {
+		m, s, err := pty.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		makeRaw(t, s)
+		tmp := link + ".new"
+		os.Remove(tmp)
+		if err := os.Symlink(s.Name(), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			t.Fatal(err)
+		}
+		master, slave = m, s
+		go radio.Serve(ctx, m)
+	}
+	unplug := func() {
+		master.Close()
+		slave.Close()
+	}
+	plug()
+	t.Cleanup(unplug)
+	return serialgw.Device{Kind: "serial", Addr: link}, func() { unplug(); plug() }
+}}
+
+func makeRaw(t *testing.T, f *os.File) {
+	tio, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	tio.Oflag &^= unix.OPOST
+	tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	tio.Cflag &^= unix.CSIZE | unix.PARENB
+	tio.Cflag |= unix.CS8
+	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tcpTransport serves the radio like the firmware's port 4403. Replugging
+// drops the connection; the bridge dials again.
+var tcpTransport = transport{"tcp", func(t *testing.T, ctx context.Context, radio *meshsim.Radio) (serialgw.Device, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+			go func() { radio.Serve(ctx, c); c.Close() }()
+		}
+	}()
+	var current net.Conn
+	t.Cleanup(func() { ln.Close() })
+	return serialgw.Device{Kind: "tcp", Addr: ln.Addr().String()}, func() {
+		if current == nil {
+			current = <-conns
+		}
+		current.Close()
+		current = <-conns
+	}
+}}
+
+type rig struct {
+	radio  *meshsim.Radio
+	broker *broker.Embedded
+	gw     *serialgw.Gateway
+	replug func()
+	host   string
+	port   string
+}
+
+func testRadio() *meshsim.Radio {
+	cfg := meshsim.Demo()
+	cfg.TrafficInterval = 0 // tests inject what they need
+	return meshsim.New(cfg)
+}
+
+func startRig(t *testing.T, tr transport, tune func(*serialgw.Config)) *rig {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	radio := testRadio()
+	dev, replug := tr.start(t, ctx, radio)
+	b, err := broker.NewEmbedded(broker.Config{Listen: "127.0.0.1:0"}, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := serialgw.Config{
+		Device: dev, Encrypt: true, StateDir: t.TempDir(),
+		TextInterval: 2100 * time.Millisecond, HeartbeatInterval: 2 * time.Second, ReplyTimeout: 2 * time.Second,
+		HandshakeTimeout: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	gw, err := serialgw.New(cfg, b, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- gw.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway Run: %v", err)
+		}
+		b.Close()
+	})
+	host, port, _ := net.SplitHostPort(b.Addr())
+	r := &rig{radio: radio, broker: b, gw: gw, replug: replug, host: host, port: port}
+	testutil.Eventually(t, wait, radio.Ready, "bridge never completed the handshake")
+	return r
+}
+
+// sub starts a real mosquitto_sub printing "topic hexpayload" lines. It
+// also subscribes to the retained bridge status, whose delivery shows that
+// the subscription is in place before the test goes on.
+func (r *rig) sub(t *testing.T, filter string) *testutil.Lines {
+	t.Helper()
+	testutil.NeedCommand(t, "mosquitto_sub")
+	lines := testutil.Start(t, "mosquitto_sub", "-h", r.host, "-p", r.port, "-t", filter, "-t", topics.BridgeStatus, "-F", "%t %x")
+	lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, topics.BridgeStatus+" ") })
+	return lines
+}
+
+func (r *rig) pub(t *testing.T, topic, msg string) {
+	t.Helper()
+	testutil.NeedCommand(t, "mosquitto_pub")
+	out, err := exec.Command("mosquitto_pub", "-h", r.host, "-p", r.port, "-t", topic, "-m", msg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+}
+
+// hexPayload extracts and decodes the payload of a "topic hex" line.
+func hexPayload(t *testing.T, line string) []byte {
+	_, h, _ := strings.Cut(line, " ")
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		t.Fatalf("payload of %q: %v", line, err)
+	}
+	return b
+}
+
+func each(t *testing.T, f func(t *testing.T, tr transport)) {
+	for _, tr := range []transport{ptyTransport, tcpTransport} {
+		t.Run(tr.name, func(t *testing.T) { f(t, tr) })
+	}
+}
+
+// A text heard on the mesh reaches a real mosquitto_sub as firmware JSON and
+// as an encrypted ServiceEnvelope that decrypts with the channel key.
+func TestUplinkToMosquitto(t *testing.T) {
+	each(t, func(t *testing.T, tr transport) {
+		r := startRig(t, tr, nil)
+		lines := r.sub(t, "msh/#")
+		// Keep injecting until the subscriber is surely in place: the first
+		// delivered copy tells; later ones are deduplicated by (from, id).
+		pkt := r.radio.TextPacket(0xa1b2c3d4, "Hello from the ridge 🌄")
+		r.radio.Inject(pkt)
+
+		jsonTopic := "msh/EU_868/2/json/LongFast/!5eed0001 "
+		jl := lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, jsonTopic) })
+		var js map[string]any
+		if err := json.Unmarshal(hexPayload(t, jl), &js); err != nil {
+			t.Fatal(err)
+		}
+		if js["type"] != "text" || js["from"] != float64(0xa1b2c3d4) || js["sender"] != "!5eed0001" ||
+			js["payload"].(map[string]any)["text"] != "Hello from the ridge 🌄" {
+			t.Errorf("JSON uplink = %v", js)
+		}
+
+		el := lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, "msh/EU_868/2/e/LongFast/!5eed0001 ") })
+		var env meshpb.ServiceEnvelope
+		if err := proto.Unmarshal(hexPayload(t, el), &env); err != nil {
+			t.Fatal(err)
+		}
+		p := env.GetPacket()
+		if env.GetChannelId() != "LongFast" || env.GetGatewayId() != "!5eed0001" || p.GetChannel() != 8 || p.GetEncrypted() == nil {
+			t.Fatalf("envelope = %v", &env)
+		}
+		key, _ := mesh.ExpandPSK([]byte{1})
+		plain, _ := mesh.Crypt(key, p.GetFrom(), p.GetId(), p.GetEncrypted())
+		var d meshpb.Data
+		if err := proto.Unmarshal(plain, &d); err != nil || !proto.Equal(&d, pkt.GetDecoded()) {
+			t.Errorf("decrypted Data = %v (%v), want %v", &d, err, pkt.GetDecoded())
+		}
+		if got := countPrefix(lines.All(), jsonTopic); got != 1 {
+			t.Errorf("%d JSON copies of one packet, want 1", got)
+		}
+	})
+}
+
+func countPrefix(lines []string, prefix string) int {
+	n := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// A real mosquitto_pub sendtext on the JSON downlink topic reaches the radio
+// as a ToRadio packet, with our own id and the radio's hop limit.
+func TestDownlinkFromMosquitto(t *testing.T) {
+	each(t, func(t *testing.T, tr transport) {
+		r := startRig(t, tr, nil)
+		r.pub(t, "msh/EU_868/2/json/mqtt/", `{"from": 1592590337, "type": "sendtext", "payload": "Hi mesh, from Node-RED"}`)
+		testutil.Eventually(t, wait, func() bool { return len(r.radio.Received()) == 1 }, "radio got %d packets", len(r.radio.Received()))
+		p := r.radio.Received()[0]
+		if string(p.GetDecoded().GetPayload()) != "Hi mesh, from Node-RED" || p.GetDecoded().GetPortnum() != meshpb.PortNum_TEXT_MESSAGE_APP ||
+			p.GetTo() != mesh.Broadcast || p.GetId() == 0 || p.GetHopLimit() != 3 {
+			t.Errorf("radio received %v", p)
+		}
+		// Refused: a foreign from, bad JSON, unknown type, a text too long.
+		for _, bad := range []string{
+			`{"from": 1, "type": "sendtext", "payload": "spoof"}`,
+			`{"type": "sendtext", "payload": `,
+			`{"type": "reboot", "payload": ""}`,
+			`{"type": "sendtext", "payload": "` + strings.Repeat("x", 201) + `"}`,
+		} {
+			r.pub(t, "msh/EU_868/2/json/mqtt/", bad)
+		}
+		testutil.Eventually(t, wait, func() bool { return r.gw.Stats.DownlinkRejected.Load() == 4 }, "rejected = %d", r.gw.Stats.DownlinkRejected.Load())
+		if n := len(r.radio.Received()); n != 1 {
+			t.Errorf("radio got %d packets after malformed downlinks, want 1", n)
+		}
+	})
+}
+
+// Noise on the line (console text, garbage, a frame that does not decode, a
+// header announcing an oversize frame) changes nothing: the packets around
+// it arrive, each once.
+func TestNoiseBetweenFrames(t *testing.T) {
+	each(t, func(t *testing.T, tr transport) {
+		r := startRig(t, tr, nil)
+		var got []string
+		unsub, _ := r.broker.Subscribe(topics.MeshRX, func(_ string, b []byte) {
+			var env meshpb.ServiceEnvelope
+			proto.Unmarshal(b, &env)
+			got = append(got, string(env.GetPacket().GetDecoded().GetPayload()))
+		})
+		defer unsub()
+		junk := [][]byte{
+			[]byte("DEBUG | 12:00:01 [Router] Rx packet\r\n"),
+			{0x00, 0xff, 0x13, 0x37, 0xc3},
+			{0x94, 0xc3, 0x00, 0x03, 0xff, 0xff, 0xff}, // does not decode
+			{0x94, 0xc3, 0x7f, 0xff},                   // announces 32767 bytes
+			[]byte("[D][WiFiGeneric.cpp:1035] _eventCallback(): Event: 0\n"),
+		}
+		for i, j := range junk {
+			r.radio.Inject(r.radio.TextPacket(0x13572468, "before "+string(rune('a'+i))))
+			r.radio.WriteRaw(j)
+		}
+		r.radio.Inject(r.radio.TextPacket(0x13572468, "after"))
+		testutil.Eventually(t, wait, func() bool { return r.gw.Stats.PacketsPublished.Load() == 6 }, "published %d", r.gw.Stats.PacketsPublished.Load())
+		if strings.Join(got, ",") != "before a,before b,before c,before d,before e,after" {
+			t.Errorf("packets = %q", got)
+		}
+		if r.gw.Stats.FramesRejected.Load() == 0 || r.gw.Stats.FramesOversize.Load() == 0 {
+			t.Errorf("noise not counted: rejected %d oversize %d", r.gw.Stats.FramesRejected.Load(), r.gw.Stats.FramesOversize.Load())
+		}
+		if !r.radio.Ready() || r.radio.Handshakes() != 1 {
+			t.Errorf("noise disturbed the link: handshakes %d", r.radio.Handshakes())
+		}
+	})
+}
+
+// Pulling the plug and plugging it back leads to a fresh handshake, and
+// what was queued meanwhile goes out afterwards, in order.
+func TestReplugRehandshakes(t *testing.T) {
+	each(t, func(t *testing.T, tr transport) {
+		r := startRig(t, tr, nil)
+		r.replug()
+		testutil.Eventually(t, wait, func() bool { return r.radio.Handshakes() == 2 && r.radio.Ready() }, "handshakes = %d", r.radio.Handshakes())
+		if r.gw.Stats.Reconnects.Load() != 1 {
+			t.Errorf("reconnects = %d", r.gw.Stats.Reconnects.Load())
+		}
+		// Packets the radio replays after the handshake are not new.
+		pkt := r.radio.TextPacket(0xa1b2c3d4, "once")
+		r.radio.Inject(pkt)
+		r.replug()
+		testutil.Eventually(t, wait, func() bool { return r.radio.Handshakes() == 3 && r.radio.Ready() }, "handshakes = %d", r.radio.Handshakes())
+		r.radio.Inject(pkt)
+		testutil.Eventually(t, wait, func() bool { return r.gw.Stats.Duplicates.Load() == 1 }, "replayed packet not recognised")
+		if n := r.gw.Stats.PacketsPublished.Load(); n != 1 {
+			t.Errorf("published %d, want 1", n)
+		}
+	})
+}
+
+// A radio that reboots announces it; the bridge handshakes again.
+func TestRebootRehandshakes(t *testing.T) {
+	r := startRig(t, tcpTransport, nil)
+	r.radio.Reboot()
+	testutil.Eventually(t, wait, func() bool { return r.radio.Handshakes() == 2 && r.radio.Ready() }, "handshakes = %d", r.radio.Handshakes())
+}

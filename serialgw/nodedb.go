@@ -1,0 +1,148 @@
+package serialgw
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+)
+
+// NodeRecord is what the bridge knows of a mesh node. It is published
+// retained on topics.Node(id) and kept in the state directory, so names are
+// known before the radio has finished its handshake.
+type NodeRecord struct {
+	ID        string `json:"id"`
+	Num       uint32 `json:"num"`
+	LongName  string `json:"long_name,omitempty"`
+	ShortName string `json:"short_name,omitempty"`
+	HWModel   string `json:"hw_model,omitempty"`
+	Role      string `json:"role,omitempty"`
+	LastHeard uint32 `json:"last_heard,omitempty"`
+}
+
+// nodeDB holds node records and writes them to a file in the state directory.
+type nodeDB struct {
+	mu    sync.Mutex
+	path  string
+	nodes map[uint32]NodeRecord
+	dirty bool
+}
+
+const nodesFile = "nodes.json"
+
+func openNodeDB(stateDir string) (*nodeDB, error) {
+	db := &nodeDB{nodes: map[uint32]NodeRecord{}}
+	if stateDir == "" {
+		return db, nil
+	}
+	db.path = filepath.Join(stateDir, nodesFile)
+	b, err := os.ReadFile(db.path)
+	if os.IsNotExist(err) {
+		return db, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node database: %w", err)
+	}
+	var list []NodeRecord
+	if err := json.Unmarshal(b, &list); err != nil {
+		// A damaged cache is not worth refusing to start for: the radio
+		// sends its whole node database at every handshake.
+		return db, fmt.Errorf("node database %s is damaged, starting empty: %w", db.path, err)
+	}
+	for _, n := range list {
+		db.nodes[n.Num] = n
+	}
+	return db, nil
+}
+
+// updateUser records a node's User and reports whether anything changed.
+func (db *nodeDB) updateUser(num uint32, u *meshpb.User, lastHeard uint32) (NodeRecord, bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	old := db.nodes[num]
+	rec := old
+	rec.Num, rec.ID = num, mesh.NodeID(num)
+	if u != nil {
+		rec.LongName, rec.ShortName = u.GetLongName(), u.GetShortName()
+		rec.HWModel, rec.Role = u.GetHwModel().String(), u.GetRole().String()
+	}
+	if lastHeard > rec.LastHeard {
+		rec.LastHeard = lastHeard
+	}
+	if rec == old {
+		return rec, false
+	}
+	db.nodes[num] = rec
+	db.dirty = true
+	// last_heard alone changes often; it is saved but not worth a publish.
+	rec2, old2 := rec, old
+	rec2.LastHeard, old2.LastHeard = 0, 0
+	return rec, rec2 != old2
+}
+
+func (db *nodeDB) all() []NodeRecord {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	out := make([]NodeRecord, 0, len(db.nodes))
+	for _, n := range db.nodes {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (db *nodeDB) get(num uint32) (NodeRecord, bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	n, ok := db.nodes[num]
+	return n, ok
+}
+
+// save writes the records if they changed, atomically (temp file + rename).
+func (db *nodeDB) save() error {
+	db.mu.Lock()
+	if db.path == "" || !db.dirty {
+		db.mu.Unlock()
+		return nil
+	}
+	list := make([]NodeRecord, 0, len(db.nodes))
+	for _, n := range db.nodes {
+		list = append(list, n)
+	}
+	db.dirty = false
+	db.mu.Unlock()
+	b, err := json.MarshalIndent(list, "", " ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(db.path), ".nodes-*.json")
+	if err != nil {
+		db.markDirty()
+		return fmt.Errorf("node database: %w", err)
+	}
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), db.path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		db.markDirty()
+		return fmt.Errorf("node database: %w", err)
+	}
+	return nil
+}
+
+func (db *nodeDB) markDirty() {
+	db.mu.Lock()
+	db.dirty = true
+	db.mu.Unlock()
+}

@@ -1,0 +1,133 @@
+package serialgw
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+)
+
+func TestPacer(t *testing.T) {
+	p := newPacer(2500 * time.Millisecond)
+	t0 := time.Unix(1000, 0)
+	text, pos := meshpb.PortNum_TEXT_MESSAGE_APP, meshpb.PortNum_POSITION_APP
+	if w := p.wait(text, t0); w != 0 {
+		t.Errorf("first text waits %v", w)
+	}
+	p.sent(text, t0)
+	tests := []struct {
+		port meshpb.PortNum
+		at   time.Duration
+		want time.Duration
+	}{
+		{text, 0, 2500 * time.Millisecond},
+		{text, 2 * time.Second, 500 * time.Millisecond},
+		{text, 2500 * time.Millisecond, 0},
+		{text, time.Hour, 0},
+		{pos, 0, 0}, // other ports are paced on their own
+		{meshpb.PortNum_ROUTING_APP, 0, 0},
+	}
+	for _, tt := range tests {
+		if got := p.wait(tt.port, t0.Add(tt.at)); got != tt.want {
+			t.Errorf("wait(%v, +%v) = %v, want %v", tt.port, tt.at, got, tt.want)
+		}
+	}
+	p.sent(pos, t0)
+	if got := p.wait(pos, t0.Add(10*time.Second)); got != 500*time.Millisecond {
+		t.Errorf("position 10 s later waits %v, want 500ms", got)
+	}
+}
+
+func TestDedupe(t *testing.T) {
+	d := newDedupe(3, time.Minute)
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		from, id uint32
+		at       time.Duration
+		want     bool
+	}{
+		{1, 10, 0, false},
+		{1, 10, time.Second, true},  // the same packet from a second relay
+		{2, 10, time.Second, false}, // same id, other sender: a different packet
+		{1, 11, time.Second, false},
+		{1, 12, time.Second, false}, // a fourth key pushes out the oldest
+		{1, 10, 2 * time.Second, false},
+		{2, 10, 2 * time.Minute, false}, // expired
+	}
+	for i, s := range steps {
+		if got := d.seen(s.from, s.id, t0.Add(s.at)); got != s.want {
+			t.Errorf("step %d: seen(%d, %d) = %v, want %v", i, s.from, s.id, got, s.want)
+		}
+	}
+}
+
+func TestTxQueue(t *testing.T) {
+	q := newTxQueue(2)
+	a, b, c := &request{id: 1}, &request{id: 2}, &request{id: 3}
+	if q.push(a) != nil || q.push(b) != nil {
+		t.Fatal("push refused below the limit")
+	}
+	if err := q.push(c); !errors.Is(err, errQueueFull) {
+		t.Errorf("push over the limit: %v", err)
+	}
+	select {
+	case <-q.ready:
+	default:
+		t.Error("push did not signal")
+	}
+	if q.peek() != a {
+		t.Fatal("not FIFO")
+	}
+	q.pop()
+	q.pushFront(a)
+	if q.peek() != a || q.len() != 2 {
+		t.Error("pushFront did not put the request back at the head")
+	}
+}
+
+func TestIDs(t *testing.T) {
+	var g idGen
+	seen := map[uint32]bool{}
+	for i := 0; i < 5000; i++ {
+		id := g.next()
+		if id == 0 || seen[id] {
+			t.Fatalf("id %d repeated or zero at %d", id, i)
+		}
+		seen[id] = true
+	}
+}
+
+func TestRadioChannels(t *testing.T) {
+	r := &radioState{lora: &meshpb.Config_LoRaConfig{UsePreset: true, ModemPreset: meshpb.Config_LoRaConfig_MEDIUM_FAST, HopLimit: 5}}
+	r.channels[0] = &meshpb.Channel{Index: 0, Role: meshpb.Channel_PRIMARY, Settings: &meshpb.ChannelSettings{Psk: []byte{1}}}
+	r.channels[1] = &meshpb.Channel{Index: 1, Role: meshpb.Channel_SECONDARY, Settings: &meshpb.ChannelSettings{Name: "village"}}
+	r.channels[2] = &meshpb.Channel{Index: 2, Role: meshpb.Channel_DISABLED, Settings: &meshpb.ChannelSettings{Name: "off"}}
+	if n, ok := r.channelName(0); !ok || n != "MediumFast" {
+		t.Errorf("unnamed primary = %q, %v; want the preset name", n, ok)
+	}
+	if n, ok := r.channelName(1); !ok || n != "village" {
+		t.Errorf("channel 1 = %q", n)
+	}
+	for _, i := range []uint32{2, 3, 99} {
+		if _, ok := r.channelName(i); ok {
+			t.Errorf("channel %d should not be usable", i)
+		}
+	}
+	if i, err := r.channelIndex("VILLAGE"); err != nil || i != 1 {
+		t.Errorf("channelIndex(VILLAGE) = %d, %v", i, err)
+	}
+	if _, err := r.channelIndex("off"); err == nil {
+		t.Error("disabled channel found by name")
+	}
+	if k, _ := r.channelKey(1); len(k) != 16 || k[0] != 0xd4 {
+		t.Errorf("secondary without a key should borrow the primary's, got % x", k)
+	}
+	if r.hopLimit() != 5 {
+		t.Errorf("hop limit = %d", r.hopLimit())
+	}
+	r.lora = &meshpb.Config_LoRaConfig{UsePreset: false, Bandwidth: 125}
+	if n, _ := r.channelName(0); n != "Custom" {
+		t.Errorf("unnamed primary without a preset = %q, want Custom", n)
+	}
+}

@@ -1,0 +1,149 @@
+package serialgw
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+)
+
+// MaxTextBytes is the longest text the radio link sends in one packet. The
+// firmware allows 233 bytes of payload; 200 leaves room for signatures and
+// PKI overhead on newer firmware. Splitting longer texts is the sender's job.
+const MaxTextBytes = 200
+
+// maxPayload is the firmware's Data.payload limit.
+const maxPayload = 233
+
+// request is one packet waiting to go out on the mesh.
+type request struct {
+	id      uint32 // the originator's id, echoed in results
+	origin  string // who asked (the envelope's gateway_id), echoed in results
+	to      uint32
+	channel uint32 // local channel index
+	data    *meshpb.Data
+	queued  time.Time
+}
+
+var errQueueFull = errors.New("transmit queue full")
+
+// txQueue is the radio link's one ordered transmit queue. It outlives
+// sessions, so what waits while the radio is away goes out after the next
+// handshake, in order.
+type txQueue struct {
+	mu    sync.Mutex
+	items []*request
+	limit int
+	ready chan struct{} // has a value when items may have changed
+}
+
+func newTxQueue(limit int) *txQueue {
+	return &txQueue{limit: limit, ready: make(chan struct{}, 1)}
+}
+
+func (q *txQueue) notify() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *txQueue) push(r *request) error {
+	q.mu.Lock()
+	if len(q.items) >= q.limit {
+		q.mu.Unlock()
+		return errQueueFull
+	}
+	q.items = append(q.items, r)
+	q.mu.Unlock()
+	q.notify()
+	return nil
+}
+
+// pushFront puts back a request whose send did not complete.
+func (q *txQueue) pushFront(r *request) {
+	q.mu.Lock()
+	q.items = append([]*request{r}, q.items...)
+	q.mu.Unlock()
+	q.notify()
+}
+
+func (q *txQueue) peek() *request {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return nil
+	}
+	return q.items[0]
+}
+
+func (q *txQueue) pop() {
+	q.mu.Lock()
+	q.items = q.items[1:]
+	q.mu.Unlock()
+}
+
+func (q *txQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// pacer spaces packets of the same port as the firmware's API rate limits
+// require: the firmware drops, rather than queues, a text that comes less
+// than 2 s after the previous one, and positions or telemetry less than 10 s
+// apart.
+type pacer struct {
+	min  map[meshpb.PortNum]time.Duration
+	last map[meshpb.PortNum]time.Time
+}
+
+func newPacer(textInterval time.Duration) *pacer {
+	return &pacer{
+		min: map[meshpb.PortNum]time.Duration{
+			meshpb.PortNum_TEXT_MESSAGE_APP: textInterval,
+			meshpb.PortNum_ALERT_APP:        10*time.Second + 500*time.Millisecond,
+			meshpb.PortNum_POSITION_APP:     10*time.Second + 500*time.Millisecond,
+			meshpb.PortNum_WAYPOINT_APP:     10*time.Second + 500*time.Millisecond,
+			meshpb.PortNum_TELEMETRY_APP:    10*time.Second + 500*time.Millisecond,
+		},
+		last: map[meshpb.PortNum]time.Time{},
+	}
+}
+
+// wait is how long a packet on port must still wait.
+func (p *pacer) wait(port meshpb.PortNum, now time.Time) time.Duration {
+	last, ok := p.last[port]
+	if !ok {
+		return 0
+	}
+	return max(0, last.Add(p.min[port]).Sub(now))
+}
+
+func (p *pacer) sent(port meshpb.PortNum, now time.Time) { p.last[port] = now }
+
+// idGen makes packet ids the way the official clients do: random high bits
+// and a counter in the low ten, so ids are unique across restarts and never
+// zero (zero asks the firmware to pick one, and then QueueStatus and routing
+// replies cannot be matched to the request).
+type idGen struct {
+	mu      sync.Mutex
+	counter uint32
+}
+
+func (g *idGen) next() uint32 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for {
+		g.counter++
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		id := binary.LittleEndian.Uint32(b[:])<<10 | g.counter&0x3ff
+		if id != 0 {
+			return id
+		}
+	}
+}

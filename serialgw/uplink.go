@@ -1,0 +1,162 @@
+package serialgw
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
+)
+
+// onPacket publishes one packet heard by the radio: decoded on the bridge
+// topic for the other gateways, and on the Meshtastic topics the way a
+// firmware gateway would.
+func (s *session) onPacket(p *meshpb.MeshPacket) {
+	g := s.g
+	g.Stats.PacketsIn.Add(1)
+	if p.GetId() != 0 && g.seen.seen(p.GetFrom(), p.GetId(), time.Now()) {
+		g.Stats.Duplicates.Add(1)
+		s.log.Debug("duplicate packet dropped", "from", mesh.NodeID(p.GetFrom()), "id", p.GetId())
+		return
+	}
+	d := p.GetDecoded()
+	if d != nil {
+		s.learn(p, d)
+	}
+	r := s.radio
+	_, root := g.currentRadio()
+	gw := r.gatewayID()
+
+	if d == nil {
+		// Not decodable by our radio: only PKI direct messages are worth
+		// passing on, as the firmware does, for their endpoints to read.
+		if p.GetPkiEncrypted() && !p.GetViaMqtt() {
+			s.publishEnvelope(topics.Envelope(root, topics.PKIChannel, gw), p, topics.PKIChannel, gw)
+		}
+		return
+	}
+	chName, ok := r.channelName(p.GetChannel())
+	if !ok {
+		s.log.Debug("packet on an unknown channel", "channel", p.GetChannel(), "from", mesh.NodeID(p.GetFrom()))
+		return
+	}
+	s.publishEnvelope(topics.MeshRX, p, chName, gw)
+	g.Stats.PacketsPublished.Add(1)
+	if d.GetPortnum() == meshpb.PortNum_ROUTING_APP {
+		s.onRouting(p, d)
+	}
+
+	switch {
+	case p.GetViaMqtt():
+		return // never loop a packet back into MQTT
+	case r.proxyActive() && r.channels[p.GetChannel()].GetSettings().GetUplinkEnabled():
+		return // the radio publishes this channel itself, through the proxy
+	case g.cfg.RespectOKToMQTT && p.GetFrom() != r.myNum && d.GetBitfield()&1 == 0:
+		return // the sender did not allow MQTT uplink
+	}
+
+	env := p
+	if g.cfg.Encrypt {
+		key, err := r.channelKey(p.GetChannel())
+		if err != nil {
+			s.log.Warn("channel key unusable; publishing decoded", "channel", chName, "err", err)
+		} else if key != nil {
+			if enc, err := encryptPacket(p, chName, key); err == nil {
+				env = enc
+			} else {
+				s.log.Warn("encrypting packet", "err", err)
+			}
+		}
+	}
+	s.publishEnvelope(topics.Envelope(root, chName, gw), env, chName, gw)
+
+	js, err := mesh.JSONUplink(p, r.myNum, g.longName)
+	if err != nil {
+		s.log.Debug("no JSON form", "port", d.GetPortnum().String(), "err", err)
+		return
+	}
+	g.publish(topics.JSON(root, chName, gw), js, false)
+}
+
+func (s *session) publishEnvelope(topic string, p *meshpb.MeshPacket, channel, gw string) {
+	b, err := proto.Marshal(&meshpb.ServiceEnvelope{Packet: p, ChannelId: channel, GatewayId: gw})
+	if err != nil {
+		s.log.Error("encode envelope", "err", err)
+		return
+	}
+	s.g.publish(topic, b, false)
+}
+
+// encryptPacket returns a copy of p with its Data encrypted by the channel
+// key and its channel index replaced by the channel hash, as the firmware
+// puts it on the air and on MQTT.
+func encryptPacket(p *meshpb.MeshPacket, channel string, key []byte) (*meshpb.MeshPacket, error) {
+	plain, err := proto.Marshal(p.GetDecoded())
+	if err != nil {
+		return nil, err
+	}
+	ct, err := mesh.Crypt(key, p.GetFrom(), p.GetId(), plain)
+	if err != nil {
+		return nil, err
+	}
+	enc := proto.CloneOf(p)
+	enc.Channel = uint32(mesh.ChannelHash(channel, key))
+	enc.PayloadVariant = &meshpb.MeshPacket_Encrypted{Encrypted: ct}
+	return enc, nil
+}
+
+// learn keeps the node database current from what nodes send.
+func (s *session) learn(p *meshpb.MeshPacket, d *meshpb.Data) {
+	var user *meshpb.User
+	if d.GetPortnum() == meshpb.PortNum_NODEINFO_APP {
+		user = new(meshpb.User)
+		if err := proto.Unmarshal(d.GetPayload(), user); err != nil {
+			s.log.Debug("undecodable nodeinfo", "from", mesh.NodeID(p.GetFrom()), "err", err)
+			user = nil
+		}
+	}
+	if rec, changed := s.g.nodes.updateUser(p.GetFrom(), user, p.GetRxTime()); changed {
+		s.g.publishNode(rec)
+	}
+}
+
+// longName names a node for the JSON traceroute form.
+func (g *Gateway) longName(num uint32) string {
+	if n, ok := g.nodes.get(num); ok && n.LongName != "" {
+		return n.LongName
+	}
+	return ""
+}
+
+// onRouting reports a routing ACK/NAK for one of our packets against the
+// request that caused it.
+func (s *session) onRouting(p *meshpb.MeshPacket, d *meshpb.Data) {
+	req, ok := s.sentIDs[d.GetRequestId()]
+	if !ok {
+		return
+	}
+	var rt meshpb.Routing
+	if proto.Unmarshal(d.GetPayload(), &rt) != nil {
+		return
+	}
+	reason := rt.GetErrorReason()
+	if reason != meshpb.Routing_NONE {
+		s.g.Stats.SendFailed.Add(1)
+		s.log.Warn("mesh refused our packet", "id", d.GetRequestId(), "origin", req.origin, "request", req.id, "reason", reason.String())
+	} else {
+		s.log.Debug("mesh acknowledged our packet", "id", d.GetRequestId(), "by", mesh.NodeID(p.GetFrom()))
+	}
+	s.g.publishResult(req, reason)
+}
+
+// onProxyUplink passes what a radio in client proxy mode publishes straight
+// to the broker.
+func (s *session) onProxyUplink(m *meshpb.MqttClientProxyMessage) {
+	payload := m.GetData()
+	if payload == nil {
+		payload = []byte(m.GetText())
+	}
+	s.g.publish(m.GetTopic(), payload, m.GetRetained())
+}

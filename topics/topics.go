@@ -1,0 +1,154 @@
+// Package topics builds and parses every MQTT topic the bridge uses.
+//
+// Two families live on the broker:
+//
+//   - Meshtastic-compatible topics under a root such as "msh/EU_868", laid out
+//     exactly as the firmware's MQTT module lays them out, so existing
+//     Meshtastic MQTT consumers understand them:
+//     <root>/2/e/<channel>/<gateway>     ServiceEnvelope (protobuf)
+//     <root>/2/json/<channel>/<gateway>  firmware 2.7 JSON
+//     <root>/2/json/mqtt/                JSON downlink (sendtext, sendposition)
+//     <root>/2/map/                      map reports
+//   - Bridge topics under "sovereign/", through which the gateways of this
+//     daemon meet, and which local tools may read too.
+//
+// The package is pure: no I/O, no state.
+package topics
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Kinds of Meshtastic topic (the segment after the "2").
+const (
+	KindEnvelope = "e"
+	KindJSON     = "json"
+	KindMap      = "map"
+)
+
+// DefaultRoot is the firmware's root before a region is known.
+const DefaultRoot = "msh"
+
+// version is the protocol-version segment the firmware has used since 1.3.
+const version = "2"
+
+// downlinkChannel is the channel segment the firmware's JSON downlink uses.
+const downlinkChannel = "mqtt"
+
+// PKIChannel is the channel segment of PKI-encrypted direct messages.
+const PKIChannel = "PKI"
+
+// Root returns the topic root: override when it is set, else "msh/<region>"
+// as the firmware rewrites it once a region is chosen, else "msh".
+func Root(override, region string) string {
+	if override != "" {
+		return strings.TrimSuffix(override, "/")
+	}
+	if region == "" || region == "UNSET" {
+		return DefaultRoot
+	}
+	return DefaultRoot + "/" + region
+}
+
+// Envelope is the topic of a ServiceEnvelope published by gateway on channel.
+func Envelope(root, channel, gateway string) string {
+	return root + "/" + version + "/" + KindEnvelope + "/" + channel + "/" + gateway
+}
+
+// JSON is the topic of a firmware-2.7 JSON message published by gateway on channel.
+func JSON(root, channel, gateway string) string {
+	return root + "/" + version + "/" + KindJSON + "/" + channel + "/" + gateway
+}
+
+// EnvelopeFilter matches the envelopes of every gateway on channel, the
+// subscription the firmware makes for a downlink-enabled channel.
+func EnvelopeFilter(root, channel string) string {
+	return root + "/" + version + "/" + KindEnvelope + "/" + channel + "/+"
+}
+
+// JSONDownlinkFilter matches the JSON downlink topic "<root>/2/json/mqtt/".
+func JSONDownlinkFilter(root string) string {
+	return root + "/" + version + "/" + KindJSON + "/" + downlinkChannel + "/#"
+}
+
+// Map is the map-report topic.
+func Map(root string) string {
+	return root + "/" + version + "/" + KindMap + "/"
+}
+
+// Topic is a parsed Meshtastic topic.
+type Topic struct {
+	Root    string
+	Kind    string
+	Channel string // empty for map reports
+	Gateway string // empty for map reports and the JSON downlink
+}
+
+// IsJSONDownlink reports whether t is the firmware's JSON downlink topic.
+func (t Topic) IsJSONDownlink() bool {
+	return t.Kind == KindJSON && t.Channel == downlinkChannel
+}
+
+// ErrNotMeshtastic is returned by Parse for topics outside the layout.
+var ErrNotMeshtastic = errors.New("not a Meshtastic topic")
+
+// Parse splits a Meshtastic topic into its parts. The root may have any
+// number of segments, so the layout is matched from the right.
+func Parse(topic string) (Topic, error) {
+	segs := strings.Split(topic, "/")
+	n := len(segs)
+	// <root>/2/map/
+	if n >= 4 && segs[n-1] == "" && segs[n-2] == KindMap && segs[n-3] == version {
+		return Topic{Root: strings.Join(segs[:n-3], "/"), Kind: KindMap}, nil
+	}
+	// <root>/2/<kind>/<channel>/<gateway>; the gateway may be empty on downlink.
+	if n >= 5 && segs[n-4] == version && (segs[n-3] == KindEnvelope || segs[n-3] == KindJSON) && segs[n-2] != "" {
+		t := Topic{Root: strings.Join(segs[:n-4], "/"), Kind: segs[n-3], Channel: segs[n-2], Gateway: segs[n-1]}
+		if t.Root == "" {
+			return Topic{}, fmt.Errorf("%w: %q has an empty root", ErrNotMeshtastic, topic)
+		}
+		if t.Gateway == "" && !t.IsJSONDownlink() {
+			return Topic{}, fmt.Errorf("%w: %q has no gateway id", ErrNotMeshtastic, topic)
+		}
+		return t, nil
+	}
+	return Topic{}, fmt.Errorf("%w: %q", ErrNotMeshtastic, topic)
+}
+
+// Bridge topics. Payloads: ServiceEnvelope protobufs on the mesh topics,
+// JSON on the state topics.
+const (
+	bridgeRoot = "sovereign"
+
+	// MeshRX carries every packet heard by the radio as a decoded
+	// ServiceEnvelope (channel_id = channel name, gateway_id = the radio).
+	MeshRX = bridgeRoot + "/mesh/rx"
+	// MeshTX carries packets to send on the mesh as decoded ServiceEnvelopes
+	// whose gateway_id names the origin (e.g. "xmpp") and whose packet id is
+	// the origin's request id.
+	MeshTX = bridgeRoot + "/mesh/tx"
+	// MeshResult carries the outcome of each MeshTX request: a decoded
+	// ROUTING_APP packet whose request_id is the request's id, gateway_id
+	// copied from the request.
+	MeshResult = bridgeRoot + "/mesh/result"
+	// BridgeStatus is retained JSON: the radio link's state.
+	BridgeStatus = bridgeRoot + "/bridge/status"
+	// BridgeRadio is retained JSON: the radio's own node, firmware, region,
+	// preset and channels.
+	BridgeRadio = bridgeRoot + "/bridge/radio"
+
+	nodesPrefix = bridgeRoot + "/mesh/nodes/"
+	// NodesFilter matches every retained node record.
+	NodesFilter = nodesPrefix + "+"
+)
+
+// Node is the retained topic of one node's record, keyed by its "!xxxxxxxx" id.
+func Node(id string) string { return nodesPrefix + id }
+
+// NodeID returns the node id of a Node topic.
+func NodeID(topic string) (string, bool) {
+	id, ok := strings.CutPrefix(topic, nodesPrefix)
+	return id, ok && id != "" && !strings.Contains(id, "/")
+}
