@@ -425,7 +425,7 @@ func ParseDownlink(b []byte, gateway uint32) (Downlink, error) {
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return Downlink{}, fmt.Errorf("json downlink: message is a JSON %s; expected a JSON object", jsonKind(v))
+		return Downlink{}, fmt.Errorf("json downlink: message is %s; expected a JSON object", jsonKind(v))
 	}
 
 	tv, ok := m["type"]
@@ -434,7 +434,7 @@ func ParseDownlink(b []byte, gateway uint32) (Downlink, error) {
 	}
 	typ, ok := tv.(string)
 	if !ok {
-		return Downlink{}, fmt.Errorf(`json downlink: "type" is a %s; expected the string "sendtext" or "sendposition"`, jsonKind(tv))
+		return Downlink{}, fmt.Errorf(`json downlink: "type" is %s; expected the string "sendtext" or "sendposition"`, jsonKind(tv))
 	}
 
 	if fv, ok := m["from"]; ok {
@@ -450,7 +450,7 @@ func ParseDownlink(b []byte, gateway uint32) (Downlink, error) {
 	if sv, ok := m["sender"]; ok {
 		s, ok := sv.(string)
 		if !ok {
-			return Downlink{}, fmt.Errorf(`json downlink: "sender" is a %s; expected a node id string such as "!a1b2c3d4"`, jsonKind(sv))
+			return Downlink{}, fmt.Errorf(`json downlink: "sender" is %s; expected a node id string such as "!a1b2c3d4"`, jsonKind(sv))
 		}
 		if strings.EqualFold(s, NodeID(gateway)) {
 			return Downlink{}, fmt.Errorf(`json downlink: "sender" is this gateway's own id %s, so this is the gateway's own uplink coming back; dropped to avoid a loop`, NodeID(gateway))
@@ -509,7 +509,7 @@ func ParseDownlink(b []byte, gateway uint32) (Downlink, error) {
 func textData(pv any) (*meshpb.Data, error) {
 	s, ok := pv.(string)
 	if !ok {
-		return nil, fmt.Errorf(`json downlink: "payload" is a %s; a sendtext downlink needs the text as a JSON string`, jsonKind(pv))
+		return nil, fmt.Errorf(`json downlink: "payload" is %s; a sendtext downlink needs the text as a JSON string`, jsonKind(pv))
 	}
 	switch {
 	case s == "":
@@ -525,7 +525,7 @@ func textData(pv any) (*meshpb.Data, error) {
 func positionData(pv any) (*meshpb.Data, error) {
 	obj, ok := pv.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf(`json downlink: "payload" is a %s; a sendposition downlink needs an object with latitude_i and longitude_i`, jsonKind(pv))
+		return nil, fmt.Errorf(`json downlink: "payload" is %s; a sendposition downlink needs an object with latitude_i and longitude_i`, jsonKind(pv))
 	}
 	req := func(key string, limit int32, what string) (int32, error) {
 		v, ok := obj[key]
@@ -582,7 +582,7 @@ func plainInteger(s string) bool {
 func uintField(v any, key string, max uint32, what string) (uint32, error) {
 	n, ok := v.(json.Number)
 	if !ok {
-		return 0, fmt.Errorf("json downlink: %q is a %s; expected a whole number from 0 to %d (%s)", key, jsonKind(v), max, what)
+		return 0, fmt.Errorf("json downlink: %q is %s; expected a whole number from 0 to %d (%s)", key, jsonKind(v), max, what)
 	}
 	s := string(n)
 	u, err := strconv.ParseUint(s, 10, 32)
@@ -595,7 +595,7 @@ func uintField(v any, key string, max uint32, what string) (uint32, error) {
 func intField(v any, key string, min, max int32, what string) (int32, error) {
 	n, ok := v.(json.Number)
 	if !ok {
-		return 0, fmt.Errorf("json downlink: %q is a %s; expected a whole number from %d to %d (%s)", key, jsonKind(v), min, max, what)
+		return 0, fmt.Errorf("json downlink: %q is %s; expected a whole number from %d to %d (%s)", key, jsonKind(v), min, max, what)
 	}
 	s := string(n)
 	i, err := strconv.ParseInt(s, 10, 32)
@@ -605,23 +605,24 @@ func intField(v any, key string, min, max int32, what string) (int32, error) {
 	return int32(i), nil
 }
 
-// jsonKind names the JSON type of a value decoded with UseNumber.
+// jsonKind describes the JSON type of a value decoded with UseNumber, with
+// its article: "a number", "an object", "null".
 func jsonKind(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"
 	case bool:
-		return "boolean"
+		return "a boolean"
 	case json.Number:
-		return "number"
+		return "a number"
 	case string:
-		return "string"
+		return "a string"
 	case []any:
-		return "array"
+		return "an array"
 	case map[string]any:
-		return "object"
+		return "an object"
 	}
-	return fmt.Sprintf("%T", v)
+	return fmt.Sprintf("a %T", v)
 }
 
 const maxQuoted = 32

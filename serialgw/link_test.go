@@ -129,16 +129,15 @@ type rig struct {
 	port   string
 }
 
-func testRadio() *meshsim.Radio {
-	cfg := meshsim.Demo()
-	cfg.TrafficInterval = 0 // tests inject what they need
-	return meshsim.New(cfg)
-}
-
-func startRig(t *testing.T, tr transport, tune func(*serialgw.Config)) *rig {
+func startRig(t *testing.T, tr transport, tune func(*serialgw.Config), tuneSim ...func(*meshsim.Config)) *rig {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	radio := testRadio()
+	simCfg := meshsim.Demo()
+	simCfg.TrafficInterval = 0 // tests inject what they need
+	for _, f := range tuneSim {
+		f(&simCfg)
+	}
+	radio := meshsim.New(simCfg)
 	dev, replug := tr.start(t, ctx, radio)
 	b, err := broker.NewEmbedded(broker.Config{Listen: "127.0.0.1:0"}, testLog(t))
 	if err != nil {

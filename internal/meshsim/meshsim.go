@@ -78,6 +78,8 @@ type Radio struct {
 	lastText    time.Time
 	changed     chan struct{} // closed and replaced on every change tests may wait for
 	rebootCount uint32
+	proxyIn     []*meshpb.MqttClientProxyMessage // client proxy downlink received
+	ignoreCfg   int                              // want_config requests still to ignore
 }
 
 // New makes a simulated radio.
@@ -198,6 +200,15 @@ func (r *Radio) Serve(ctx context.Context, rw io.ReadWriter) error {
 func (r *Radio) handle(c *conn, m *meshpb.ToRadio) error {
 	switch v := m.GetPayloadVariant().(type) {
 	case *meshpb.ToRadio_WantConfigId:
+		r.mu.Lock()
+		ignore := r.ignoreCfg > 0
+		if ignore {
+			r.ignoreCfg--
+		}
+		r.mu.Unlock()
+		if ignore {
+			return nil
+		}
 		c.sending.Store(false)
 		if err := r.sendConfig(c, v.WantConfigId); err != nil {
 			return err
@@ -208,7 +219,7 @@ func (r *Radio) handle(c *conn, m *meshpb.ToRadio) error {
 		r.mu.Unlock()
 		c.sending.Store(true)
 	case *meshpb.ToRadio_Heartbeat:
-		if v.Heartbeat.GetNonce() == 1 {
+		if !c.sending.Load() || v.Heartbeat.GetNonce() == 1 {
 			return nil // the firmware broadcasts its NodeInfo instead
 		}
 		return c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: &meshpb.QueueStatus{Free: c.free, Maxlen: txQueueLen}}})
@@ -216,6 +227,14 @@ func (r *Radio) handle(c *conn, m *meshpb.ToRadio) error {
 		return r.onPacket(c, v.Packet)
 	case *meshpb.ToRadio_Disconnect:
 		c.sending.Store(false)
+	case *meshpb.ToRadio_MqttClientProxyMessage:
+		if !c.sending.Load() || !r.cfg.ClientProxy {
+			return nil
+		}
+		r.mu.Lock()
+		r.proxyIn = append(r.proxyIn, v.MqttClientProxyMessage)
+		r.notify()
+		r.mu.Unlock()
 	}
 	return nil
 }
@@ -322,7 +341,45 @@ func (r *Radio) Inject(p *meshpb.MeshPacket) bool {
 	if c == nil || !c.sending.Load() {
 		return false
 	}
-	return c.writeMsg(packetMsg(p)) == nil
+	if err := c.writeMsg(packetMsg(p)); err != nil {
+		return false
+	}
+	if r.cfg.ClientProxy {
+		// A radio in client proxy mode also hands its MQTT uplink of the
+		// packet to the client.
+		env, _ := proto.Marshal(&meshpb.ServiceEnvelope{Packet: p, ChannelId: mesh.PresetName(r.cfg.Preset), GatewayId: mesh.NodeID(r.cfg.NodeNum)})
+		topic := "msh/" + r.cfg.Region.String() + "/2/e/" + mesh.PresetName(r.cfg.Preset) + "/" + mesh.NodeID(r.cfg.NodeNum)
+		m := &meshpb.MqttClientProxyMessage{Topic: topic, PayloadVariant: &meshpb.MqttClientProxyMessage_Data{Data: env}}
+		return c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_MqttClientProxyMessage{MqttClientProxyMessage: m}}) == nil
+	}
+	return true
+}
+
+// Mute makes the radio fall silent the way the firmware does after its API
+// idle timeout or a reboot that the client missed: it answers nothing until
+// it is asked for its configuration again.
+func (r *Radio) Mute() {
+	r.mu.Lock()
+	c := r.client
+	r.mu.Unlock()
+	if c != nil {
+		c.sending.Store(false)
+	}
+}
+
+// IgnoreConfigRequests makes the radio ignore the next n want_config
+// requests, like a radio too busy or too slow to answer.
+func (r *Radio) IgnoreConfigRequests(n int) {
+	r.mu.Lock()
+	r.ignoreCfg = n
+	r.mu.Unlock()
+}
+
+// ProxyReceived returns the client proxy messages the client sent down.
+func (r *Radio) ProxyReceived() []*meshpb.MqttClientProxyMessage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*meshpb.MqttClientProxyMessage(nil), r.proxyIn...)
 }
 
 // WriteRaw writes bytes to the client as they are: noise, torn frames, log text.

@@ -1,0 +1,200 @@
+package serialgw_test
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
+)
+
+// results collects what the radio link reports on topics.MeshResult, by request id.
+type results struct {
+	mu  sync.Mutex
+	got map[uint32][]meshpb.Routing_Error
+}
+
+func (r *rig) results(t *testing.T) *results {
+	res := &results{got: map[uint32][]meshpb.Routing_Error{}}
+	unsub, err := r.broker.Subscribe(topics.MeshResult, func(_ string, b []byte) {
+		var env meshpb.ServiceEnvelope
+		var rt meshpb.Routing
+		if proto.Unmarshal(b, &env) != nil || proto.Unmarshal(env.GetPacket().GetDecoded().GetPayload(), &rt) != nil {
+			t.Errorf("undecodable result")
+			return
+		}
+		if env.GetGatewayId() != "test" {
+			t.Errorf("result for origin %q", env.GetGatewayId())
+		}
+		res.mu.Lock()
+		res.got[env.GetPacket().GetDecoded().GetRequestId()] = append(res.got[env.GetPacket().GetDecoded().GetRequestId()], rt.GetErrorReason())
+		res.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unsub)
+	return res
+}
+
+func (res *results) of(id uint32) []meshpb.Routing_Error {
+	res.mu.Lock()
+	defer res.mu.Unlock()
+	return append([]meshpb.Routing_Error(nil), res.got[id]...)
+}
+
+func (res *results) wait(t *testing.T, id uint32, want ...meshpb.Routing_Error) {
+	t.Helper()
+	testutil.Eventually(t, wait, func() bool { return len(res.of(id)) >= len(want) }, "request %d: results %v, want %v", id, res.of(id), want)
+	got := res.of(id)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("request %d: results %v, want %v", id, got, want)
+		}
+	}
+}
+
+// send asks the radio link to send a text, as the XMPP gateway will.
+func (r *rig) send(t *testing.T, id uint32, channel, text string) {
+	t.Helper()
+	b, _ := proto.Marshal(&meshpb.ServiceEnvelope{
+		GatewayId: "test", ChannelId: channel,
+		Packet: &meshpb.MeshPacket{Id: id, To: mesh.Broadcast, PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
+			Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(text),
+		}}},
+	})
+	if err := r.broker.Publish(topics.MeshTX, b, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Each request gets its outcome: accepted by the radio, or refused with a reason.
+func TestSendResults(t *testing.T) {
+	r := startRig(t, tcpTransport, nil)
+	res := r.results(t)
+	r.send(t, 1, "LongFast", "hello mesh")
+	r.send(t, 2, "", strings.Repeat("é", 101)) // 202 bytes
+	r.send(t, 3, "nonexistent", "where")
+	res.wait(t, 1, meshpb.Routing_NONE)
+	res.wait(t, 2, meshpb.Routing_TOO_LARGE)
+	res.wait(t, 3, meshpb.Routing_NO_CHANNEL)
+	if got := r.radio.Received(); len(got) != 1 || string(got[0].GetDecoded().GetPayload()) != "hello mesh" || got[0].GetId() == 1 {
+		t.Errorf("radio received %v (ids must be the link's own, not the request's)", got)
+	}
+}
+
+// Texts queued faster than the firmware allows are spaced so the radio
+// drops none; every one is confirmed.
+func TestTextPacing(t *testing.T) {
+	r := startRig(t, tcpTransport, nil)
+	res := r.results(t)
+	for i := uint32(1); i <= 3; i++ {
+		r.send(t, i, "", "burst "+string(rune('0'+i)))
+	}
+	for i := uint32(1); i <= 3; i++ {
+		res.wait(t, i, meshpb.Routing_NONE)
+	}
+	if n := r.radio.RateLimited(); n != 0 {
+		t.Errorf("radio rate-limited %d texts", n)
+	}
+	var order []string
+	for _, p := range r.radio.Received() {
+		order = append(order, string(p.GetDecoded().GetPayload()))
+	}
+	if strings.Join(order, ",") != "burst 1,burst 2,burst 3" {
+		t.Errorf("order = %v", order)
+	}
+}
+
+// When the firmware does refuse a text (here: pacing set below its 2 s
+// rule), the NAK reaches the requester against the right request.
+func TestRateLimitNAKSurfaced(t *testing.T) {
+	r := startRig(t, tcpTransport, func(c *serialgw.Config) { c.TextInterval = time.Millisecond })
+	res := r.results(t)
+	r.send(t, 1, "", "first")
+	r.send(t, 2, "", "second, too soon")
+	res.wait(t, 1, meshpb.Routing_NONE)
+	res.wait(t, 2, meshpb.Routing_NONE, meshpb.Routing_RATE_LIMIT_EXCEEDED)
+	if r.radio.RateLimited() != 1 {
+		t.Errorf("rate limited %d", r.radio.RateLimited())
+	}
+}
+
+// A handshake the radio does not answer is asked again.
+func TestHandshakeRetried(t *testing.T) {
+	r := startRig(t, tcpTransport, func(c *serialgw.Config) { c.HandshakeTimeout = 500 * time.Millisecond })
+	r.radio.IgnoreConfigRequests(1)
+	r.replug()
+	testutil.Eventually(t, wait, func() bool { return r.radio.Handshakes() == 2 && r.radio.Ready() }, "handshakes %d", r.radio.Handshakes())
+	if n := r.gw.Stats.Handshakes.Load(); n != 3 {
+		t.Errorf("handshake attempts = %d, want 3 (first, ignored, retried)", n)
+	}
+}
+
+// A radio that falls silent (API timeout, missed reboot) is noticed by its
+// unanswered heartbeats and handshaken again on the same connection.
+func TestSilentRadio(t *testing.T) {
+	r := startRig(t, ptyTransport, nil)
+	r.radio.Mute()
+	testutil.Eventually(t, wait, func() bool { return r.radio.Handshakes() == 2 && r.radio.Ready() }, "handshakes %d", r.radio.Handshakes())
+	if n := r.gw.Stats.Reconnects.Load(); n != 0 {
+		t.Errorf("reconnects = %d, want a re-handshake on the same port", n)
+	}
+}
+
+// Node records are published retained, with names from the radio's node DB.
+func TestNodeRecords(t *testing.T) {
+	r := startRig(t, tcpTransport, nil)
+	names := map[string]string{}
+	var mu sync.Mutex
+	unsub, _ := r.broker.Subscribe(topics.NodesFilter, func(topic string, b []byte) {
+		id, _ := topics.NodeID(topic)
+		mu.Lock()
+		names[id] = string(b)
+		mu.Unlock()
+	})
+	defer unsub()
+	mu.Lock()
+	defer mu.Unlock()
+	for id, name := range map[string]string{"!5eed0001": "SovereignRelay Sim", "!a1b2c3d4": "Ana's T-Beam", "!13572468": "Kofi"} {
+		if !strings.Contains(names[id], `"long_name":"`+name+`"`) {
+			t.Errorf("node %s record %q", id, names[id])
+		}
+	}
+}
+
+// In client proxy mode the radio publishes its own MQTT uplink through us:
+// it is passed through verbatim, not published twice, and envelopes from
+// other gateways on its downlink channels are passed down to it (but not
+// its own).
+func TestClientProxy(t *testing.T) {
+	r := startRig(t, tcpTransport, nil, func(c *meshsim.Config) { c.ClientProxy = true })
+	lines := r.sub(t, "msh/#")
+	r.radio.Inject(r.radio.TextPacket(0xa1b2c3d4, "via proxy"))
+	envTopic := "msh/EU_868/2/e/LongFast/!5eed0001 "
+	lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, envTopic) })
+	// A second packet marks the point by which any second copy of the first would be out.
+	r.radio.Inject(r.radio.TextPacket(0xa1b2c3d4, "second"))
+	testutil.Eventually(t, wait, func() bool { return countPrefix(lines.All(), envTopic) >= 2 }, "second envelope missing")
+	if n := countPrefix(lines.All(), envTopic); n != 2 {
+		t.Errorf("%d envelopes for 2 packets: published twice?", n)
+	}
+
+	// Our own first: by the time the other gateway's arrives, a looped copy
+	// of ours would have arrived before it.
+	r.pub(t, "msh/EU_868/2/e/LongFast/!5eed0001", "our own, must not loop")
+	r.pub(t, "msh/EU_868/2/e/LongFast/!0000beef", "envelope from another gateway")
+	testutil.Eventually(t, wait, func() bool { return len(r.radio.ProxyReceived()) >= 1 }, "no proxy downlink")
+	got := r.radio.ProxyReceived()
+	if len(got) != 1 || got[0].GetTopic() != "msh/EU_868/2/e/LongFast/!0000beef" || string(got[0].GetData()) != "envelope from another gateway" {
+		t.Errorf("proxy downlink = %v", got)
+	}
+}
