@@ -95,10 +95,10 @@ func (r *Radio) Config() Config { return r.cfg }
 
 // conn is one client connection.
 type conn struct {
-	rw       io.ReadWriter
-	wmu      sync.Mutex
-	sending  atomic.Bool // config complete: live packets flow
-	free     uint32
+	rw      io.ReadWriter
+	wmu     sync.Mutex
+	sending atomic.Bool // config complete: live packets flow
+	free    uint32
 }
 
 const txQueueLen = 16
