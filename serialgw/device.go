@@ -112,8 +112,7 @@ func detect(list func() ([]*enumerator.PortDetails, error)) (string, error) {
 func (d Device) open(ctx context.Context) (io.ReadWriteCloser, string, error) {
 	switch d.Kind {
 	case "tcp":
-		var dialer net.Dialer
-		dialer.KeepAlive = 30 * time.Second
+		dialer := net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
 		c, err := dialer.DialContext(ctx, "tcp", d.Addr)
 		if err != nil {
 			return nil, "", err

@@ -128,6 +128,21 @@ func TestRateLimitNAKSurfaced(t *testing.T) {
 	}
 }
 
+// Firmware without flow control never confirms a packet: after the first
+// unconfirmed send the link stops waiting, and nothing is reported lost.
+func TestNoFlowControlFirmware(t *testing.T) {
+	r := startRig(t, tcpTransport, func(c *serialgw.Config) { c.SendTimeout = 300 * time.Millisecond },
+		func(c *meshsim.Config) { c.NoQueueStatus = true })
+	res := r.results(t)
+	r.send(t, 1, "", "one")
+	r.send(t, 2, "", "two")
+	res.wait(t, 1, meshpb.Routing_NONE)
+	res.wait(t, 2, meshpb.Routing_NONE)
+	if n := len(r.radio.Received()); n != 2 {
+		t.Errorf("radio received %d", n)
+	}
+}
+
 // A handshake the radio does not answer is asked again.
 func TestHandshakeRetried(t *testing.T) {
 	r := startRig(t, tcpTransport, func(c *serialgw.Config) { c.HandshakeTimeout = 500 * time.Millisecond })

@@ -48,6 +48,7 @@ type session struct {
 	deadline   time.Time // of the current handshake attempt
 	lastRx     time.Time
 	queueKnown bool // the radio has sent a QueueStatus: it does flow control
+	noFlowCtl  bool // the radio never confirms packets (old firmware)
 	free       int  // free slots in the radio's TX queue as last reported
 	pending    *inflight
 	sentIDs    map[uint32]*request // recent wire ids, to match routing replies
@@ -118,6 +119,9 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 			if s.up && !wasUp {
 				upAt = time.Now()
 				lastBeat = time.Time{} // ask for a QueueStatus right away
+				if err := s.trySend(pace); err != nil {
+					return s.upFor(upAt), err
+				}
 			}
 
 		case now := <-tick.C:
@@ -131,7 +135,9 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 				if err := s.startHandshake(ctx); err != nil {
 					return s.upFor(upAt), err
 				}
-			case s.up && now.Sub(s.lastRx) > s.g.cfg.HeartbeatInterval+s.g.cfg.ReplyTimeout:
+			case s.up && !s.noFlowCtl && now.Sub(s.lastRx) > s.g.cfg.HeartbeatInterval+s.g.cfg.ReplyTimeout:
+				// (Firmware without flow control does not answer heartbeats,
+				// so its silence means nothing.)
 				// A rebooted radio, or one whose API timed out, is silent but
 				// still connected: a fresh handshake brings it back.
 				s.log.Warn("radio stopped answering; handshaking again", "silent_for", now.Sub(s.lastRx).Round(time.Second))
@@ -146,7 +152,7 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 				}
 			}
 			if s.pending != nil && now.After(s.pending.deadline) {
-				s.sendFailed(meshpb.Routing_TIMEOUT, "radio did not confirm the packet in time")
+				s.sendTimedOut()
 			}
 			if err := s.trySend(pace); err != nil {
 				return s.upFor(upAt), err
@@ -244,7 +250,17 @@ func (s *session) write(m *meshpb.ToRadio) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.conn.Write(s.wbuf); err != nil {
+	return s.writeRaw(s.wbuf)
+}
+
+// writeRaw writes to the radio. On a socket a write that cannot complete
+// (the peer stopped reading) fails after a bound instead of wedging the
+// session; a serial port has no such hang.
+func (s *session) writeRaw(b []byte) error {
+	if d, ok := s.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		_ = d.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	}
+	if _, err := s.conn.Write(b); err != nil {
 		return fmt.Errorf("write to radio: %w", err)
 	}
 	return nil
@@ -255,8 +271,8 @@ func (s *session) startHandshake(ctx context.Context) error {
 	s.up = false
 	s.radio = &radioState{}
 	s.g.Stats.Handshakes.Add(1)
-	if _, err := s.conn.Write(mesh.WakeBytes); err != nil {
-		return fmt.Errorf("write to radio: %w", err)
+	if err := s.writeRaw(mesh.WakeBytes); err != nil {
+		return err
 	}
 	// Give the radio's parser a moment to drop what the wake bytes interrupted.
 	select {
@@ -358,6 +374,22 @@ func (s *session) onQueueStatus(q *meshpb.QueueStatus) {
 	s.g.publishResult(p.req, meshpb.Routing_NONE)
 }
 
+// sendTimedOut handles a packet the radio did not confirm. A radio that has
+// never sent a QueueStatus predates flow control: the packet was most likely
+// sent, and later ones go out without waiting.
+func (s *session) sendTimedOut() {
+	if s.queueKnown {
+		s.sendFailed(meshpb.Routing_TIMEOUT, "radio did not confirm the packet in time")
+		return
+	}
+	s.noFlowCtl = true
+	p := s.pending
+	s.pending = nil
+	s.g.Stats.Sent.Add(1)
+	s.log.Info("radio does not confirm packets (firmware without flow control); sending without waiting")
+	s.g.publishResult(p.req, meshpb.Routing_NONE)
+}
+
 func (s *session) sendFailed(reason meshpb.Routing_Error, why string) {
 	p := s.pending
 	s.pending = nil
@@ -370,7 +402,7 @@ func (s *session) sendFailed(reason meshpb.Routing_Error, why string) {
 // link is up, nothing awaits confirmation, the radio's queue has room, and
 // the port's pacing allows it. Otherwise it arms pace for the earliest time.
 func (s *session) trySend(pace *time.Timer) error {
-	if !s.up || s.pending != nil || s.free <= 0 {
+	if !s.up || s.pending != nil || (s.free <= 0 && !s.noFlowCtl) {
 		return nil
 	}
 	req := s.g.tx.peek()
@@ -396,8 +428,7 @@ func (s *session) trySend(pace *time.Timer) error {
 	s.remember(wireID, req)
 	s.log.Debug("packet to radio", "id", wireID, "port", req.data.GetPortnum().String(), "to", mesh.NodeID(req.to),
 		"channel", req.channel, "origin", req.origin, "waited", now.Sub(req.queued).Round(time.Millisecond))
-	if !s.queueKnown {
-		// Firmware without flow control: nothing will confirm it.
+	if s.noFlowCtl {
 		s.g.Stats.Sent.Add(1)
 		s.g.publishResult(req, meshpb.Routing_NONE)
 		return nil

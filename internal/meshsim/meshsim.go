@@ -48,6 +48,9 @@ type Config struct {
 	TextRule time.Duration
 	// ClientProxy makes the radio publish MQTT through its client.
 	ClientProxy bool
+	// NoQueueStatus behaves like firmware older than flow control: no
+	// QueueStatus is ever sent.
+	NoQueueStatus bool
 }
 
 // Demo is the configuration `--device sim` runs with.
@@ -95,15 +98,19 @@ func (r *Radio) Config() Config { return r.cfg }
 
 // conn is one client connection.
 type conn struct {
-	rw      io.ReadWriter
-	wmu     sync.Mutex
-	sending atomic.Bool // config complete: live packets flow
-	free    uint32
+	rw            io.ReadWriter
+	wmu           sync.Mutex
+	sending       atomic.Bool // config complete: live packets flow
+	free          uint32
+	noQueueStatus bool
 }
 
 const txQueueLen = 16
 
 func (c *conn) writeMsg(m *meshpb.FromRadio) error {
+	if c.noQueueStatus && m.GetQueueStatus() != nil {
+		return nil
+	}
 	b, err := proto.Marshal(m)
 	if err != nil {
 		return err
@@ -141,7 +148,7 @@ func (r *Radio) Changed() <-chan struct{} {
 // Serve speaks the stream API on rw until ctx ends or rw fails. Like a
 // booting radio it prints console text until the client first talks to it.
 func (r *Radio) Serve(ctx context.Context, rw io.ReadWriter) error {
-	c := &conn{rw: rw, free: txQueueLen}
+	c := &conn{rw: rw, free: txQueueLen, noQueueStatus: r.cfg.NoQueueStatus}
 	r.mu.Lock()
 	r.client = c
 	r.mu.Unlock()
