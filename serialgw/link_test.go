@@ -357,3 +357,19 @@ func TestRebootRehandshakes(t *testing.T) {
 	r.radio.Reboot()
 	testutil.Eventually(t, wait, func() bool { return r.radio.Handshakes() == 2 && r.radio.Ready() }, "handshakes = %d", r.radio.Handshakes())
 }
+
+// With encryption off the envelope carries the decoded packet, channel index included.
+func TestDecodedEnvelopes(t *testing.T) {
+	r := startRig(t, tcpTransport, func(c *serialgw.Config) { c.Encrypt = false })
+	lines := r.sub(t, "msh/+/2/e/#")
+	pkt := r.radio.TextPacket(0x13572468, "plain")
+	r.radio.Inject(pkt)
+	el := lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, "msh/EU_868/2/e/LongFast/!5eed0001 ") })
+	var env meshpb.ServiceEnvelope
+	if err := proto.Unmarshal(hexPayload(t, el), &env); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(env.GetPacket(), pkt) {
+		t.Errorf("envelope packet = %v, want %v", env.GetPacket(), pkt)
+	}
+}
