@@ -17,9 +17,12 @@ import (
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// exitConfig is EX_CONFIG: the configuration can never work, so a
-// supervisor should not restart the daemon until it is changed.
-const exitConfig = 78
+// Exit statuses for failures that restarting cannot fix, so a supervisor
+// should not restart the daemon until the configuration is changed.
+const (
+	exitNoPerm = 77 // EX_NOPERM: the XMPP server refused the credentials
+	exitConfig = 78 // EX_CONFIG: the configuration can never work
+)
 
 func main() {
 	os.Exit(run())
@@ -47,8 +50,11 @@ func run() int {
 	defer stop()
 	if err := daemon.Run(ctx, cfg, log, nil); err != nil {
 		log.Error("stopped", "err", err)
-		if errors.Is(err, daemon.ErrUsage) {
+		switch {
+		case errors.Is(err, daemon.ErrUsage):
 			return exitConfig
+		case errors.Is(err, daemon.ErrXMPPAuth):
+			return exitNoPerm
 		}
 		return 1
 	}

@@ -53,7 +53,14 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"stray"}, "unexpected argument"},
 		{[]string{"--config", badFile}, `unknown setting "colour"`},
 		{[]string{"--config", filepath.Join(dir, "missing.toml")}, "missing.toml"},
-		{[]string{"-j", "bot@example.org", "-p", "hunter2"}, "XMPP gateway is not part of this version"},
+		{[]string{"-j", "bot@example.org", "-p", "hunter2"}, "no room"},
+		{[]string{"-j", "bot@example.org", "-p", "hunter2", "--password-file", "/x", "-r", "r@c.example.org", "-n", "n"}, "not both"},
+		{[]string{"-j", "bot@example.org", "-r", "r@c.example.org", "-n", "n"}, "--password-file"},
+		{[]string{"-j", "bot@example.org", "--password-file", filepath.Join(dir, "nope"), "-r", "r@c.example.org", "-n", "n"}, "nope"},
+		{[]string{"-j", "not a jid@", "-p", "hunter2", "-r", "r@c.example.org", "-n", "n"}, "-j"},
+		{[]string{"-j", "bot@example.org", "-p", "hunter2", "-r", "r@c.example.org"}, "nick"},
+		{[]string{"-r", "r@c.example.org"}, "without -j"},
+		{[]string{"-j", "bot@example.org", "-p", "hunter2", "-r", "r@c.example.org", "-n", "n", "--xmpp-server", "nohost"}, "--xmpp-server"},
 	}
 	for _, tt := range tests {
 		cmd := exec.Command(binary, tt.args...)

@@ -4,19 +4,23 @@
 package daemon
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"mellium.im/xmpp/jid"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
 
 // DeviceSim selects the built-in simulated radio.
@@ -43,6 +47,21 @@ type Config struct {
 	Room         string
 	Nick         string
 	XMPPServer   string
+	XMPPFormat   string
+	XMPPMaxParts int
+	DMJID        string
+	// Rooms are extra channel <-> room pairs from the config file.
+	Rooms []RoomConfig
+
+	xmppRoots *x509.CertPool // tests only; production uses the system roots
+}
+
+// RoomConfig maps a mesh channel to a room, from a [[room]] table of the
+// config file.
+type RoomConfig struct {
+	JID     string `toml:"jid"`
+	Nick    string `toml:"nick"`
+	Channel string `toml:"channel"`
 }
 
 // Secret is a string that never shows in logs or formatted errors.
@@ -95,6 +114,9 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.Room, []string{"r", "room"}, "", "MUC `room` JID")
 	str(&c.Nick, []string{"n", "nick"}, "", "`nick` in the room")
 	str(&c.XMPPServer, []string{"xmpp-server"}, "", "XMPP server `host:port` (skips the SRV lookup)")
+	str(&c.XMPPFormat, []string{"xmpp-format"}, "{name}: {text}", "how mesh texts appear in the room: {name} {long} {short} {id} {channel} {text}")
+	fs.IntVar(&c.XMPPMaxParts, "xmpp-max-parts", 4, "most mesh packets one room message may become (longer ones are refused with a reply)")
+	str(&c.DMJID, []string{"dm-jid"}, "", "`JID` that receives direct messages sent to the radio (default: not forwarded)")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -108,9 +130,11 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	if configFile != "" {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if err := applyFile(fs, configFile, set); err != nil {
+		rooms, err := applyFile(fs, configFile, set)
+		if err != nil {
 			return c, err
 		}
+		c.Rooms = rooms
 	}
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir(getenv)
@@ -118,16 +142,30 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	return c, nil
 }
 
-// applyFile sets, from a TOML file, every flag not given on the command line.
-func applyFile(fs *flag.FlagSet, path string, setOnCommandLine map[string]bool) error {
+// applyFile sets, from a TOML file, every flag not given on the command
+// line, and returns the file's [[room]] tables.
+func applyFile(fs *flag.FlagSet, path string, setOnCommandLine map[string]bool) ([]RoomConfig, error) {
 	var values map[string]any
 	if _, err := toml.DecodeFile(path, &values); err != nil {
-		return usageErr("config file %s: %v", path, err)
+		return nil, usageErr("config file %s: %v", path, err)
 	}
+	var rooms struct {
+		Room []RoomConfig `toml:"room"`
+	}
+	if md, err := toml.DecodeFile(path, &rooms); err != nil {
+		return nil, usageErr("config file %s: [[room]]: %v", path, err)
+	} else if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		for _, k := range undecoded {
+			if len(k) > 1 && k[0] == "room" {
+				return nil, usageErr("config file %s: unknown room setting %q (want jid, nick, channel)", path, k.String())
+			}
+		}
+	}
+	delete(values, "room")
 	for key, v := range values {
 		f := fs.Lookup(key)
 		if f == nil || len(key) == 1 {
-			return usageErr("config file %s: unknown setting %q", path, key)
+			return nil, usageErr("config file %s: unknown setting %q", path, key)
 		}
 		if setOnCommandLine[key] {
 			continue
@@ -139,13 +177,13 @@ func applyFile(fs *flag.FlagSet, path string, setOnCommandLine map[string]bool) 
 		case bool, int64, float64:
 			s = fmt.Sprint(v)
 		default:
-			return usageErr("config file %s: setting %q must be a string, number or boolean", path, key)
+			return nil, usageErr("config file %s: setting %q must be a string, number or boolean", path, key)
 		}
 		if err := fs.Set(key, s); err != nil {
-			return usageErr("config file %s: %s: %v", path, key, err)
+			return nil, usageErr("config file %s: %s: %v", path, key, err)
 		}
 	}
-	return nil
+	return rooms.Room, nil
 }
 
 func defaultStateDir(getenv func(string) string) string {
@@ -185,10 +223,72 @@ func (c Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return usageErr("--log-format %q: want text or json", c.LogFormat)
 	}
-	if c.JID != "" || c.Room != "" || c.Nick != "" || c.Password != "" || c.PasswordFile != "" || c.XMPPServer != "" {
-		return usageErr("the XMPP gateway is not part of this version yet; run without -j/-p/-r/-n/--password-file/--xmpp-server to bridge the mesh and MQTT")
+	if c.JID == "" {
+		if c.Room != "" || len(c.Rooms) > 0 || c.Password != "" || c.PasswordFile != "" || c.XMPPServer != "" || c.DMJID != "" {
+			return usageErr("XMPP settings given without -j/--jid: give the bridge's XMPP account, or drop them to bridge only the mesh and MQTT")
+		}
+		return nil
+	}
+	if c.Password != "" && c.PasswordFile != "" {
+		return usageErr("give either -p/--password or --password-file, not both")
+	}
+	if c.Password == "" && c.PasswordFile == "" {
+		return usageErr("no XMPP password: give --password-file FILE")
+	}
+	if c.Room == "" && len(c.Rooms) == 0 {
+		return usageErr("no room: give -r room@conference.example.org")
+	}
+	if c.Room != "" && c.Nick == "" {
+		return usageErr("no nick for the room: give -n NICK")
+	}
+	if _, err := c.xmppConfig(os.ReadFile); err != nil {
+		return usageErr("%v", err)
 	}
 	return nil
+}
+
+// xmppConfig builds the XMPP gateway's configuration; readFile reads the
+// password file.
+func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config, error) {
+	var xc xmppgw.Config
+	j, err := jid.Parse(c.JID)
+	if err != nil {
+		return xc, fmt.Errorf("-j %q: %v", c.JID, err)
+	}
+	xc.JID, xc.Server, xc.Format, xc.MaxChunks = j, c.XMPPServer, c.XMPPFormat, c.XMPPMaxParts
+	xc.Password = c.Password.Reveal()
+	if c.PasswordFile != "" {
+		b, err := readFile(c.PasswordFile)
+		if err != nil {
+			return xc, fmt.Errorf("--password-file: %v", err)
+		}
+		xc.Password = strings.TrimRight(string(b), "\r\n")
+		if xc.Password == "" {
+			return xc, fmt.Errorf("--password-file %s is empty", c.PasswordFile)
+		}
+	}
+	if c.DMJID != "" {
+		if xc.DMJID, err = jid.Parse(c.DMJID); err != nil {
+			return xc, fmt.Errorf("--dm-jid %q: %v", c.DMJID, err)
+		}
+	}
+	rooms := c.Rooms
+	if c.Room != "" {
+		rooms = append([]RoomConfig{{JID: c.Room, Nick: c.Nick}}, rooms...)
+	}
+	for _, r := range rooms {
+		rj, err := jid.Parse(r.JID)
+		if err != nil {
+			return xc, fmt.Errorf("room %q: %v", r.JID, err)
+		}
+		nick := r.Nick
+		if nick == "" {
+			nick = c.Nick
+		}
+		xc.Rooms = append(xc.Rooms, xmppgw.Room{JID: rj, Nick: nick, Channel: r.Channel})
+	}
+	xc.Defaults()
+	return xc, xc.Validate()
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -106,3 +106,32 @@ func TestSecretNeverPrints(t *testing.T) {
 		}
 	}
 }
+
+// The NixOS module builds this command line (nixos/testdata/module-argv.txt,
+// kept in step with nixos/module.nix); the daemon must accept it as is.
+func TestModuleCommandLine(t *testing.T) {
+	b, err := os.ReadFile("../../nixos/testdata/module-argv.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := t.TempDir()
+	os.WriteFile(filepath.Join(creds, "xmpp-password"), []byte("s3cret\n"), 0o600)
+	var args []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		args = append(args, strings.ReplaceAll(line, "%CREDENTIALS_DIRECTORY%", creds))
+	}
+	c, err := Parse(args, env(map[string]string{"STATE_DIRECTORY": "/var/lib/sovereign-bridge"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("module command line refused: %v", err)
+	}
+	xc, err := c.xmppConfig(os.ReadFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if xc.Password != "s3cret" || xc.JID.String() != "your_jid@xmpp.org" || len(xc.Rooms) != 1 || xc.Rooms[0].Nick != "meshbridge" {
+		t.Errorf("module command line parsed to %+v (password %q)", xc.Rooms, xc.Password)
+	}
+}

@@ -12,7 +12,11 @@ import (
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
+
+// ErrXMPPAuth means the XMPP server refused the credentials.
+var ErrXMPPAuth = xmppgw.ErrAuth
 
 // Info describes a running daemon, for whoever started it.
 type Info struct {
@@ -84,6 +88,22 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		return err
 	}
 	g.Go(func() error { return gw.Run(ctx) })
+
+	if c.JID != "" {
+		if c.Password != "" {
+			log.Warn("the XMPP password was given with -p and is visible in the process list; use --password-file")
+		}
+		xc, err := c.xmppConfig(os.ReadFile)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		xc.RootCAs = c.xmppRoots
+		xg, err := xmppgw.New(xc, b, log)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		g.Go(func() error { return xg.Run(ctx) })
+	}
 	if ready != nil {
 		ready(info)
 	}

@@ -1,0 +1,348 @@
+package xmppgw
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"mellium.im/xmpp/jid"
+
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
+)
+
+// Bus is the part of the broker the XMPP gateway uses.
+type Bus interface {
+	Publish(topic string, payload []byte, retain bool) error
+	// Subscribe registers h for filter. h may run on the publisher's
+	// goroutine, so it must not block.
+	Subscribe(filter string, h func(topic string, payload []byte)) (unsubscribe func(), err error)
+}
+
+// origin names this gateway in send requests it puts on the broker.
+const origin = "xmpp"
+
+// Stats are the XMPP gateway's counters.
+type Stats struct {
+	MeshToRoom, RoomToMesh, ChunksToMesh, Refused, Connects, Reflections atomic.Uint64
+}
+
+// Gateway is the XMPP side of the bridge.
+type Gateway struct {
+	cfg   Config
+	bus   Bus
+	log   *slog.Logger
+	Stats Stats
+
+	toRoom  chan outbound // mesh texts for the rooms
+	notices chan notice   // the bridge's own words to a room
+
+	mu       sync.Mutex
+	nodes    map[string]nodeRecord
+	radioID  string
+	radioUp  bool
+	requests map[uint32]requestInfo // send requests awaiting an outcome
+}
+
+// outbound is a mesh text on its way to a room.
+type outbound struct {
+	channel    string
+	channelIdx uint32
+	id         string // deterministic from (from, packet id): a resend is recognisable
+	body       string
+	heard      time.Time
+	dm         bool
+}
+
+type notice struct {
+	room jid.JID
+	text string
+}
+
+type requestInfo struct {
+	room  jid.JID
+	nick  string
+	part  string
+	asked time.Time
+}
+
+type nodeRecord struct {
+	ID        string `json:"id"`
+	LongName  string `json:"long_name"`
+	ShortName string `json:"short_name"`
+}
+
+// New builds the XMPP gateway; Run starts it.
+func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Gateway{
+		cfg: cfg, bus: bus, log: log.With("component", "xmpp"),
+		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64),
+		nodes: map[string]nodeRecord{}, requests: map[uint32]requestInfo{},
+	}, nil
+}
+
+// Run keeps the gateway connected until ctx ends. It returns an error
+// wrapping ErrAuth when the server refuses the credentials, since retrying
+// cannot help; every other failure is retried with capped backoff.
+func (g *Gateway) Run(ctx context.Context) error {
+	for _, s := range []struct {
+		filter string
+		h      func(string, []byte)
+	}{
+		{topics.MeshRX, g.onMeshRX},
+		{topics.MeshResult, g.onResult},
+		{topics.NodesFilter, g.onNode},
+		{topics.BridgeRadio, g.onRadio},
+		{topics.BridgeStatus, g.onStatus},
+	} {
+		unsub, err := g.bus.Subscribe(s.filter, s.h)
+		if err != nil {
+			return err
+		}
+		defer unsub()
+	}
+
+	rooms := make([]*room, len(g.cfg.Rooms))
+	for i, r := range g.cfg.Rooms {
+		rooms[i] = &room{cfg: r, nick: r.Nick}
+	}
+	backoff := g.cfg.BackoffMin
+	var lastErr string
+	for {
+		start := time.Now()
+		err := g.session(ctx, rooms)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrAuth) {
+			g.log.Error("XMPP login refused: check the JID and the password file", "jid", g.cfg.JID.String(), "err", err)
+			return err
+		}
+		if msg := err.Error(); msg != lastErr {
+			g.log.Warn("XMPP connection lost; reconnecting", "err", err)
+			lastErr = msg
+		} else {
+			g.log.Debug("XMPP still unreachable", "err", err)
+		}
+		if time.Since(start) > time.Minute {
+			backoff = g.cfg.BackoffMin
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(backoff*2, g.cfg.BackoffMax)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// onMeshRX takes a packet heard on the mesh. It runs on the publisher's
+// goroutine: decide, queue, return.
+func (g *Gateway) onMeshRX(_ string, payload []byte) {
+	var env meshpb.ServiceEnvelope
+	if proto.Unmarshal(payload, &env) != nil {
+		return
+	}
+	p := env.GetPacket()
+	d := p.GetDecoded()
+	if d.GetPortnum() != meshpb.PortNum_TEXT_MESSAGE_APP || len(d.GetPayload()) == 0 {
+		return
+	}
+	g.mu.Lock()
+	radioID := g.radioID
+	g.mu.Unlock()
+	if radioID == "" {
+		radioID = env.GetGatewayId()
+	}
+	from := mesh.NodeID(p.GetFrom())
+	text := string(d.GetPayload())
+	if d.GetEmoji() != 0 {
+		text = "reacted " + text
+	}
+	o := outbound{
+		channel: env.GetChannelId(), channelIdx: p.GetChannel(),
+		id:    fmt.Sprintf("mesh-%08x-%08x", p.GetFrom(), p.GetId()),
+		body:  g.format(from, env.GetChannelId(), text),
+		heard: time.Now(),
+	}
+	if p.GetRxTime() != 0 {
+		o.heard = time.Unix(int64(p.GetRxTime()), 0)
+	}
+	if p.GetTo() != mesh.Broadcast {
+		if mesh.NodeID(p.GetTo()) != radioID {
+			return // a direct message between two other nodes
+		}
+		if g.cfg.DMJID.String() == "" {
+			g.log.Info("direct message to the bridge's radio not forwarded (no DM recipient configured)", "from", from)
+			return
+		}
+		o.dm = true
+	}
+	select {
+	case g.toRoom <- o:
+	default:
+		g.log.Warn("room queue full; mesh message dropped", "from", from, "id", o.id)
+	}
+}
+
+// format renders a mesh text with the sender's name from the node records.
+func (g *Gateway) format(from, channel, text string) string {
+	g.mu.Lock()
+	n := g.nodes[from]
+	g.mu.Unlock()
+	name := n.LongName
+	if name == "" {
+		name = n.ShortName
+	}
+	if name == "" {
+		name = from
+	}
+	return strings.NewReplacer("{name}", name, "{long}", n.LongName, "{short}", n.ShortName,
+		"{id}", from, "{channel}", channel, "{text}", text).Replace(g.cfg.Format)
+}
+
+func (g *Gateway) onNode(_ string, payload []byte) {
+	var n nodeRecord
+	if json.Unmarshal(payload, &n) != nil || n.ID == "" {
+		return
+	}
+	g.mu.Lock()
+	g.nodes[n.ID] = n
+	g.mu.Unlock()
+}
+
+func (g *Gateway) onRadio(_ string, payload []byte) {
+	var r struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(payload, &r) == nil {
+		g.mu.Lock()
+		g.radioID = r.ID
+		g.mu.Unlock()
+	}
+}
+
+func (g *Gateway) onStatus(_ string, payload []byte) {
+	var s struct {
+		State string `json:"state"`
+	}
+	if json.Unmarshal(payload, &s) == nil {
+		g.mu.Lock()
+		g.radioUp = s.State == "online"
+		g.mu.Unlock()
+	}
+}
+
+// onResult turns a failed send into a word to the room, so the sender
+// knows the mesh did not get it.
+func (g *Gateway) onResult(_ string, payload []byte) {
+	var env meshpb.ServiceEnvelope
+	var rt meshpb.Routing
+	if proto.Unmarshal(payload, &env) != nil || env.GetGatewayId() != origin ||
+		proto.Unmarshal(env.GetPacket().GetDecoded().GetPayload(), &rt) != nil {
+		return
+	}
+	id := env.GetPacket().GetDecoded().GetRequestId()
+	g.mu.Lock()
+	info, ok := g.requests[id]
+	for rid, ri := range g.requests {
+		if time.Since(ri.asked) > 10*time.Minute {
+			delete(g.requests, rid)
+		}
+	}
+	g.mu.Unlock()
+	if !ok || rt.GetErrorReason() == meshpb.Routing_NONE {
+		return
+	}
+	g.Stats.Refused.Add(1)
+	g.say(info.room, fmt.Sprintf("⚠ %s: your message%s did not reach the mesh: %s", info.nick, info.part, describe(rt.GetErrorReason())))
+}
+
+func describe(e meshpb.Routing_Error) string {
+	switch e {
+	case meshpb.Routing_RATE_LIMIT_EXCEEDED:
+		return "the radio's rate limit was exceeded"
+	case meshpb.Routing_DUTY_CYCLE_LIMIT:
+		return "the radio has used its airtime allowance (duty cycle); try again later"
+	case meshpb.Routing_TOO_LARGE:
+		return "too large for one packet"
+	case meshpb.Routing_TIMEOUT:
+		return "the radio did not confirm it"
+	case meshpb.Routing_NO_CHANNEL:
+		return "the radio has no such channel"
+	case meshpb.Routing_MAX_RETRANSMIT:
+		return "no node acknowledged it"
+	}
+	return strings.ToLower(strings.ReplaceAll(e.String(), "_", " "))
+}
+
+func (g *Gateway) say(room jid.JID, text string) {
+	select {
+	case g.notices <- notice{room, text}:
+	default:
+		g.log.Warn("notice queue full", "room", room.String(), "text", text)
+	}
+}
+
+// toMesh sends a room message to the mesh as numbered chunks.
+func (g *Gateway) toMesh(r *room, nick, body string) {
+	chunks, err := mesh.Chunks(nick, body, serialgwMaxText)
+	if err != nil {
+		g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
+		return
+	}
+	if len(chunks) == 0 {
+		return
+	}
+	if len(chunks) > g.cfg.MaxChunks {
+		g.Stats.Refused.Add(1)
+		g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: your message would take %d mesh packets; at most %d are sent per message, so it was not sent. Please shorten it.",
+			nick, len(chunks), g.cfg.MaxChunks))
+		return
+	}
+	g.mu.Lock()
+	up := g.radioUp
+	g.mu.Unlock()
+	if !up {
+		g.say(r.cfg.JID, "📡 The radio is not connected right now; your message waits and goes out when it is back.")
+	}
+	for i, c := range chunks {
+		id := rand.Uint32() | 1
+		part := ""
+		if len(chunks) > 1 {
+			part = fmt.Sprintf(" (part %d/%d)", i+1, len(chunks))
+		}
+		g.mu.Lock()
+		g.requests[id] = requestInfo{room: r.cfg.JID, nick: nick, part: part, asked: time.Now()}
+		g.mu.Unlock()
+		b, _ := proto.Marshal(&meshpb.ServiceEnvelope{
+			GatewayId: origin, ChannelId: r.cfg.Channel,
+			Packet: &meshpb.MeshPacket{Id: id, To: mesh.Broadcast, PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
+				Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(c),
+			}}},
+		})
+		if err := g.bus.Publish(topics.MeshTX, b, false); err != nil {
+			g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
+			return
+		}
+		g.Stats.ChunksToMesh.Add(1)
+	}
+	g.Stats.RoomToMesh.Add(1)
+}
+
+// serialgwMaxText is the radio link's limit on one text packet.
+const serialgwMaxText = 200
