@@ -12,10 +12,11 @@ import (
 
 // Errors returned by Chunks when the text cannot be sent without truncation.
 var (
-	// ErrAuthorTooLong: the author prefix leaves no room for the body, but
-	// would with an empty author.
+	// ErrAuthorTooLong: the numbered prefix with the author leaves less
+	// than utf8.UTFMax bytes for a body, but would not with an empty author.
 	ErrAuthorTooLong = errors.New("author too long for the mesh text size")
-	// ErrMaxBytesTooSmall: maxBytes is too small even for an empty author.
+	// ErrMaxBytesTooSmall: maxBytes leaves less than utf8.UTFMax bytes for
+	// a body even with an empty author.
 	ErrMaxBytesTooSmall = errors.New("mesh text size too small")
 )
 
@@ -54,7 +55,9 @@ var (
 //     greedy: each chunk takes as much as fits.
 //   - A single grapheme cluster longer than the room (say a letter with
 //     hundreds of combining marks) is the one exception: it is cut between
-//     runes, never inside one, as it cannot be sent whole.
+//     runes, never inside one, as it cannot be sent whole. Whitespace runes
+//     at such a cut (as in a space carrying an emoji modifier) are dropped
+//     like whitespace at any other cut.
 //   - Every body has room for at least utf8.UTFMax bytes, so that any rune
 //     fits. When the numbered layout leaves less than that the text cannot
 //     be sent, and Chunks returns ErrAuthorTooLong, or ErrMaxBytesTooSmall if
@@ -117,6 +120,11 @@ func (s chunkSegs) start(i int) int {
 		return 0
 	}
 	return s[i-1].end
+}
+
+// spaceRunes returns the length of the whitespace runes s starts with.
+func spaceRunes(s string) int {
+	return len(s) - len(strings.TrimLeftFunc(s, unicode.IsSpace))
 }
 
 // longRun reports whether the text from cluster i on, whitespace at its
@@ -213,17 +221,29 @@ func splitBodies(text string, segs chunkSegs, room int) []string {
 		case fit >= 0:
 			end, i = segs[fit].end, fit+1
 		default:
-			// Cluster i alone is longer than room: cut it between runes. It
-			// is not whitespace (j stopped on it), and room >= utf8.UTFMax
-			// lets at least one rune through.
-			end = pos
+			// Cluster i alone is longer than room: cut it between runes,
+			// dropping the whitespace runes at the cut. It is not
+			// whitespace (j stopped on it), so a rune other than whitespace
+			// is left, and room >= utf8.UTFMax lets at least one through.
+			start := pos + spaceRunes(text[pos:segs[i].end])
+			if segs[i].end-start <= room {
+				pos = start // the rest of the cluster now fits
+				continue
+			}
+			end = start
 			for end < segs[i].end {
 				_, size := utf8.DecodeRuneInString(text[end:])
-				if end+size > limit {
+				if end+size > start+room {
 					break
 				}
 				end += size
 			}
+			bodies = append(bodies, strings.TrimRightFunc(text[start:end], unicode.IsSpace))
+			pos = end + spaceRunes(text[end:segs[i].end])
+			if pos == segs[i].end {
+				i++
+			}
+			continue
 		}
 		bodies = append(bodies, text[pos:end])
 		pos = end

@@ -51,6 +51,8 @@ type Gateway struct {
 	radioID  string
 	radioUp  bool
 	requests map[uint32]requestInfo // send requests awaiting an outcome
+
+	arch *archive // of the current session; used only by its loop
 }
 
 // outbound is a mesh text on its way to a room.
@@ -60,6 +62,7 @@ type outbound struct {
 	id         string // deterministic from (from, packet id): a resend is recognisable
 	body       string
 	heard      time.Time
+	posted     time.Time
 	dm         bool
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
+	"mellium.im/xmpp/history"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/mux"
 	"mellium.im/xmpp/ping"
@@ -88,14 +89,17 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 		push(event{pres: &p})
 		return nil
 	}
+	arch := &archive{}
 	m := mux.New(stanza.NSClient,
 		ping.Handle(),
+		mux.MessageFunc(stanza.NormalMessage, xml.Name{Space: history.NS, Local: "result"}, arch.handle),
 		mux.MessageFunc(stanza.GroupChatMessage, xml.Name{Local: "body"}, onMessage),
 		mux.MessageFunc(stanza.ErrorMessage, xml.Name{Local: "error"}, onMessage),
 		mux.PresenceFunc(stanza.AvailablePresence, xml.Name{Space: nsMUCUser, Local: "x"}, onPresence),
 		mux.PresenceFunc(stanza.UnavailablePresence, xml.Name{Space: nsMUCUser, Local: "x"}, onPresence),
 		mux.PresenceFunc(stanza.ErrorPresence, xml.Name{Local: "error"}, onPresence),
 	)
+	g.arch = arch
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(m) }()
 	defer func() {
@@ -433,6 +437,7 @@ func (g *Gateway) deliver(ctx context.Context, s *xmpp.Session, rooms []*room, o
 }
 
 func (g *Gateway) post(ctx context.Context, s *xmpp.Session, r *room, o outbound) error {
+	o.posted = time.Now()
 	r.unacked = append(r.unacked, o)
 	g.Stats.MeshToRoom.Add(1)
 	return s.Encode(ctx, outMessage{ID: o.id, To: r.cfg.JID.String(), Type: "groupchat", Body: o.body, OriginID: &originID{o.id}})
@@ -442,6 +447,23 @@ func (g *Gateway) post(ctx context.Context, s *xmpp.Session, r *room, o outbound
 // posted but never reflected (the connection died under it), with the same
 // ids so it is recognisable, then what arrived while we were out.
 func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
+	if len(r.unacked) > 0 {
+		if seen, ok := g.arch.seenSince(ctx, s, r, r.unacked[0].posted.Add(-time.Minute)); ok {
+			kept := r.unacked[:0]
+			for _, o := range r.unacked {
+				if seen[o.id] {
+					g.Stats.Reflections.Add(1)
+					continue
+				}
+				kept = append(kept, o)
+			}
+			g.log.Info("resending what the room did not get before the connection dropped",
+				"room", r.cfg.JID.String(), "resend", len(kept), "already_there", len(r.unacked)-len(kept))
+			r.unacked = kept
+		} else {
+			g.log.Warn("the room keeps no archive; resending unconfirmed messages, which may show twice", "room", r.cfg.JID.String(), "count", len(r.unacked))
+		}
+	}
 	pending := append(r.unacked, r.backlog...)
 	r.unacked, r.backlog = nil, nil
 	for _, o := range pending {
