@@ -101,13 +101,17 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 	)
 	g.arch = arch
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(m) }()
+	serveDone := make(chan struct{})
+	go func() {
+		defer close(serveDone)
+		served <- s.Serve(m)
+	}()
 	defer func() {
 		cancel()
 		_ = s.SetCloseDeadline(time.Now().Add(2 * time.Second))
 		_ = s.Close()
 		_ = s.Conn().Close()
-		<-served
+		<-serveDone
 	}()
 
 	for _, r := range rooms {

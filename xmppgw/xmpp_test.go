@@ -1,0 +1,258 @@
+package xmppgw_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/creack/pty"
+	"mellium.im/xmpp/jid"
+
+	"github.com/jshiffer/lora-xmpp-bridge/broker"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/xmpptest"
+	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
+)
+
+const wait = 30 * time.Second
+
+func testLog() *slog.Logger {
+	if os.Getenv("TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// bridge is the whole daemon in miniature: a simulated radio on a real
+// pseudo-terminal, the radio link, the embedded broker and the XMPP gateway.
+type bridge struct {
+	radio *meshsim.Radio
+	xmpp  *xmppgw.Gateway
+	err   chan error // what the XMPP gateway's Run returned
+}
+
+func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xmppgw.Config)) *bridge {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	simCfg := meshsim.Demo()
+	simCfg.TrafficInterval = 0
+	radio := meshsim.New(simCfg)
+	master, slave, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go radio.Serve(ctx, master)
+
+	b, err := broker.NewEmbedded(broker.Config{Listen: broker.Off}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	link, err := serialgw.New(serialgw.Config{
+		Device: serialgw.Device{Kind: "serial", Addr: slave.Name()}, Encrypt: true, StateDir: t.TempDir(),
+		TextInterval: 2100 * time.Millisecond, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	}, b, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := xmppgw.Config{
+		JID: jid.MustParse("bridge@" + srv.Domain), Password: "bridge-pw", Server: srv.Addr, RootCAs: srv.RootCAs(),
+		Rooms:        []xmppgw.Room{{JID: room, Nick: "meshbridge"}},
+		PingInterval: time.Second, PingTimeout: 2 * time.Second, SelfPingInterval: 2 * time.Second,
+		RejoinDelay: 200 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	xg, err := xmppgw.New(cfg, b, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkDone := make(chan error, 1)
+	br := &bridge{radio: radio, xmpp: xg, err: make(chan error, 1)}
+	go func() { linkDone <- link.Run(ctx) }()
+	go func() { br.err <- xg.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-linkDone
+		b.Close()
+		master.Close()
+		slave.Close()
+	})
+	testutil.Eventually(t, wait, radio.Ready, "radio link never came up")
+	return br
+}
+
+func startServer(t *testing.T) (*xmpptest.Server, jid.JID) {
+	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
+	return srv, jid.MustParse("village@" + srv.MUCDomain)
+}
+
+// waitBridgeJoined waits until the bridge's occupant shows in the room, seen
+// by alice as a message the bridge posts (a mesh text).
+func meshToRoom(t *testing.T, br *bridge, alice *xmpptest.Client, text string) xmpptest.Message {
+	t.Helper()
+	br.radio.Inject(br.radio.TextPacket(0xa1b2c3d4, text))
+	return alice.WaitMessage(t, wait, func(m xmpptest.Message) bool { return strings.HasSuffix(m.Body, text) })
+}
+
+func received(r *meshsim.Radio) []string {
+	var out []string
+	for _, p := range r.Received() {
+		out = append(out, string(p.GetDecoded().GetPayload()))
+	}
+	return out
+}
+
+func TestMeshAndRoom(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	// Said before the bridge joined: history, never replayed into the mesh.
+	if _, err := alice.Say(ctx, room.String(), "said before the bridge came"); err != nil {
+		t.Fatal(err)
+	}
+	br := startBridge(t, srv, room, nil)
+
+	// Mesh -> room, with the sender's name and a stable origin id.
+	m := meshToRoom(t, br, alice, "Hello from the ridge 🌄")
+	if m.Body != "Ana's T-Beam: Hello from the ridge 🌄" || !strings.HasPrefix(m.OriginID, "mesh-a1b2c3d4-") || m.Nick != "meshbridge" {
+		t.Errorf("room got %+v", m)
+	}
+
+	// Room -> mesh, as "nick: text".
+	if _, err := alice.Say(ctx, room.String(), "Hi mesh, from the room"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool { return len(br.radio.Received()) >= 1 }, "radio got nothing")
+	if got := received(br.radio); got[0] != "alice: Hi mesh, from the room" {
+		t.Errorf("radio got %q", got)
+	}
+
+	// A long message with emoji and CJK becomes numbered chunks, nothing lost.
+	long := strings.Repeat("Water pump fixed 👨‍👩‍👧‍👦 🇺🇦 ", 6) + strings.Repeat("日本語のテキスト", 10) + " end."
+	if len(long) < 550 {
+		t.Fatalf("test text only %d bytes", len(long))
+	}
+	if _, err := alice.Say(ctx, room.String(), long); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, func() bool {
+		got := received(br.radio)
+		return len(got) > 1 && strings.HasSuffix(got[len(got)-1], "end.")
+	}, "chunks did not all arrive: %q", received(br.radio))
+	chunks := received(br.radio)[1:]
+	var rejoined strings.Builder
+	for i, c := range chunks {
+		if len(c) > 200 || !utf8.ValidString(c) {
+			t.Errorf("chunk %d: %d bytes, valid UTF-8 %v", i, len(c), utf8.ValidString(c))
+		}
+		prefix := "alice (" + string(rune('1'+i)) + "/" + string(rune('0'+len(chunks))) + "): "
+		body, ok := strings.CutPrefix(c, prefix)
+		if !ok {
+			t.Errorf("chunk %d %q lacks %q", i, c, prefix)
+		}
+		rejoined.WriteString(body)
+	}
+	if strip(rejoined.String()) != strip(long) {
+		t.Errorf("chunks lost text:\n got %q\nwant %q", rejoined.String(), long)
+	}
+	if br.radio.RateLimited() != 0 {
+		t.Errorf("radio rate-limited %d chunks", br.radio.RateLimited())
+	}
+
+	// Nothing echoed: neither the bridge's own posts nor the history.
+	for _, s := range received(br.radio) {
+		if strings.Contains(s, "ridge") || strings.Contains(s, "before the bridge") {
+			t.Errorf("echoed into the mesh: %q", s)
+		}
+	}
+	for _, m := range alice.Messages() {
+		if strings.Count(m.Body, "Hello from the ridge") > 0 && m.OriginID != "" {
+			continue
+		}
+	}
+	n := 0
+	for _, m := range alice.Messages() {
+		if strings.HasSuffix(m.Body, "Hello from the ridge 🌄") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("mesh text shown %d times", n)
+	}
+}
+
+func strip(s string) string { return strings.Join(strings.Fields(s), "") }
+
+// Kicked, the bridge rejoins after a pause and bridges again.
+func TestKickRejoin(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil { // the room's owner
+		t.Fatal(err)
+	}
+	br := startBridge(t, srv, room, nil)
+	meshToRoom(t, br, alice, "before the kick")
+	if err := alice.Kick(ctx, room.String(), "meshbridge", "testing"); err != nil {
+		t.Fatal(err)
+	}
+	meshToRoom(t, br, alice, "after the kick")
+}
+
+// A server restart: the bridge reconnects, rejoins, and messages flow again.
+func TestServerRestart(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	br := startBridge(t, srv, room, nil)
+	meshToRoom(t, br, alice, "before the restart")
+	srv.Stop()
+	srv.Start()
+	alice2 := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice2.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	meshToRoom(t, br, alice2, "after the restart")
+	if _, err := alice2.Say(ctx, room.String(), "room is back"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool {
+		got := received(br.radio)
+		return len(got) > 0 && got[len(got)-1] == "alice: room is back"
+	}, "radio got %q", received(br.radio))
+}
+
+// A wrong password is a clear, final error, not a retry loop.
+func TestBadPassword(t *testing.T) {
+	srv, room := startServer(t)
+	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.Password = "wrong" })
+	select {
+	case err := <-br.err:
+		if !errors.Is(err, xmppgw.ErrAuth) {
+			t.Errorf("Run = %v, want ErrAuth", err)
+		}
+		if strings.Contains(err.Error(), "wrong") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("bad password not reported")
+	}
+}
