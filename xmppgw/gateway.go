@@ -33,7 +33,7 @@ const origin = "xmpp"
 
 // Stats are the XMPP gateway's counters.
 type Stats struct {
-	MeshToRoom, RoomToMesh, ChunksToMesh, Refused, Connects, Reflections atomic.Uint64
+	MeshToRoom, RoomToMesh, ChunksToMesh, Refused, Connects, Disconnects, Reflections atomic.Uint64
 }
 
 // Gateway is the XMPP side of the bridge.
@@ -130,6 +130,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		g.Stats.Disconnects.Add(1)
 		if errors.Is(err, ErrAuth) {
 			g.log.Error("XMPP login refused: check the JID and the password file", "jid", g.cfg.JID.String(), "err", err)
 			return err

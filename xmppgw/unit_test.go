@@ -1,6 +1,7 @@
 package xmppgw
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"strings"
@@ -118,5 +119,54 @@ func TestIsCommand(t *testing.T) {
 		if got := isCommand(s); got != want {
 			t.Errorf("isCommand(%q) = %v", s, got)
 		}
+	}
+}
+
+// What the bridge does when the room removes it, by status code.
+func TestRemovedFromRoom(t *testing.T) {
+	occupant := jid.MustParse("village@conference.example.org/meshbridge")
+	self := func(codes ...int) *inPresence {
+		p := &inPresence{From: occupant, Type: "unavailable", X: &mucUserX{}}
+		for _, c := range codes {
+			p.X.Statuses = append(p.X.Statuses, struct {
+				Code int `xml:"code,attr"`
+			}{c})
+		}
+		return p
+	}
+	destroyed := self(statusSelf)
+	destroyed.X.Destroy = &struct {
+		Reason string `xml:"reason"`
+	}{"moving on"}
+	tests := []struct {
+		name       string
+		p          *inPresence
+		wantGone   bool
+		wantRejoin bool
+	}{
+		{"kicked", self(statusSelf, statusKicked), false, true},
+		{"technical kick", self(statusSelf, statusTechnicalKick), false, true},
+		{"service shutdown", self(statusSelf, statusShutdown), false, true},
+		{"kicked without 110 (older servers)", self(statusKicked), false, true},
+		{"banned", self(statusSelf, statusBanned), true, false},
+		{"destroyed without 110 (ejabberd)", destroyed, true, false},
+	}
+	g := newTestGateway(t, nil)
+	for _, tt := range tests {
+		r := &room{cfg: g.cfg.Rooms[0], nick: "meshbridge", occupant: occupant, joined: true}
+		if err := g.onRoomPresence(context.Background(), nil, r, tt.p); err != nil {
+			t.Fatal(err)
+		}
+		if r.joined || r.gone != tt.wantGone || (!r.rejoinAt.IsZero()) != tt.wantRejoin {
+			t.Errorf("%s: joined %v gone %v rejoin %v", tt.name, r.joined, r.gone, !r.rejoinAt.IsZero())
+		}
+	}
+	// Another occupant leaving changes nothing.
+	r := &room{cfg: g.cfg.Rooms[0], nick: "meshbridge", occupant: occupant, joined: true}
+	other := self(statusKicked)
+	other.From = jid.MustParse("village@conference.example.org/alice")
+	g.onRoomPresence(context.Background(), nil, r, other)
+	if !r.joined {
+		t.Error("another occupant's kick made the bridge leave")
 	}
 }

@@ -39,7 +39,7 @@ type bridge struct {
 	err   chan error // what the XMPP gateway's Run returned
 }
 
-func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xmppgw.Config)) *bridge {
+func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xmppgw.Config), tuneLink ...func(*serialgw.Config)) *bridge {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	simCfg := meshsim.Demo()
@@ -58,10 +58,14 @@ func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xm
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
-	link, err := serialgw.New(serialgw.Config{
+	linkCfg := serialgw.Config{
 		Device: serialgw.Device{Kind: "serial", Addr: slave.Name()}, Encrypt: true, StateDir: t.TempDir(),
 		TextInterval: 2100 * time.Millisecond, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-	}, b, testLog())
+	}
+	for _, f := range tuneLink {
+		f(&linkCfg)
+	}
+	link, err := serialgw.New(linkCfg, b, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,5 +258,109 @@ func TestBadPassword(t *testing.T) {
 		}
 	case <-time.After(wait):
 		t.Fatal("bad password not reported")
+	}
+}
+
+// Mesh-side failures reach the sender as words in the room: a refused
+// chunk (here the firmware's rate limit, provoked by pacing below it), and a
+// message too long to send at all.
+func TestFailuresReachTheRoom(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.MaxChunks = 2 },
+		func(c *serialgw.Config) { c.TextInterval = time.Millisecond })
+	meshToRoom(t, br, alice, "bridge is up")
+
+	two := strings.Repeat("word ", 50) // two chunks, sent back to back
+	if _, err := alice.Say(ctx, room.String(), two); err != nil {
+		t.Fatal(err)
+	}
+	alice.WaitMessage(t, wait, func(m xmpptest.Message) bool {
+		return m.Nick == "meshbridge" && strings.Contains(m.Body, "alice: your message (part 2/2) did not reach the mesh") &&
+			strings.Contains(m.Body, "rate limit")
+	})
+	if _, err := alice.Say(ctx, room.String(), strings.Repeat("word ", 200)); err != nil {
+		t.Fatal(err)
+	}
+	alice.WaitMessage(t, wait, func(m xmpptest.Message) bool {
+		return m.Nick == "meshbridge" && strings.Contains(m.Body, "would take 6 mesh packets; at most 2")
+	})
+	if n := len(br.radio.Received()); n != 1 {
+		t.Errorf("radio received %d packets, want only the first chunk", n)
+	}
+}
+
+// Someone already uses the bridge's nick: it takes a suffix and bridges anyway.
+func TestNickConflict(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	srv.AddAccount("mallory", "mallory-pw")
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	mallory := xmpptest.Dial(t, srv, "mallory", "mallory-pw")
+	if err := mallory.Join(ctx, room.String(), "meshbridge"); err != nil {
+		t.Fatal(err)
+	}
+	br := startBridge(t, srv, room, nil)
+	if m := meshToRoom(t, br, alice, "still bridged"); m.Nick != "meshbridge2" {
+		t.Errorf("bridge posted as %q", m.Nick)
+	}
+	// The impostor's words are not the bridge's: they go to the mesh.
+	if _, err := mallory.Say(ctx, room.String(), "I am not the bridge"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool { return len(br.radio.Received()) == 1 }, "radio got %q", received(br.radio))
+	if got := received(br.radio)[0]; got != "meshbridge: I am not the bridge" {
+		t.Errorf("radio got %q", got)
+	}
+}
+
+// A server that stops answering without closing the connection is noticed
+// by the keepalive ping; once it answers again, so does the bridge.
+func TestFrozenServer(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	br := startBridge(t, srv, room, nil)
+	meshToRoom(t, br, alice, "before the freeze")
+	srv.Freeze()
+	testutil.Eventually(t, wait, func() bool { return br.xmpp.Stats.Disconnects.Load() >= 1 }, "frozen server not noticed")
+	srv.Thaw()
+	alice2 := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice2.Join(ctx, room.String(), "alice2"); err != nil {
+		t.Fatal(err)
+	}
+	meshToRoom(t, br, alice2, "after the thaw")
+}
+
+// The happy path against ejabberd, so we know we did not fit one server's quirks.
+func TestEjabberd(t *testing.T) {
+	srv := xmpptest.StartEjabberd(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
+	room := jid.MustParse("village@" + srv.MUCDomain)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	br := startBridge(t, srv, room, nil)
+	m := meshToRoom(t, br, alice, "Hello ejabberd")
+	if m.Body != "Ana's T-Beam: Hello ejabberd" {
+		t.Errorf("room got %q", m.Body)
+	}
+	if _, err := alice.Say(ctx, room.String(), "Hi from ejabberd"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool { return len(br.radio.Received()) == 1 }, "radio got nothing")
+	if got := received(br.radio)[0]; got != "alice: Hi from ejabberd" {
+		t.Errorf("radio got %q", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/xmpptest"
 )
 
 var binary string
@@ -162,4 +163,55 @@ func (b *safeBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// The whole daemon with XMPP, as the NixOS module runs it: password from a
+// file, the server's CA from SSL_CERT_FILE, the simulated radio. A wrong
+// password ends it with EX_NOPERM and a clear line; the right one bridges.
+func TestXMPP(t *testing.T) {
+	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
+	room := "village@" + srv.MUCDomain
+	dir := t.TempDir()
+	run := func(password string) (*exec.Cmd, *safeBuffer) {
+		pwFile := filepath.Join(dir, "xmpp-password")
+		os.WriteFile(pwFile, []byte(password+"\n"), 0o600)
+		cmd := exec.Command(binary, "--device", "sim", "--mqtt-listen", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "state"),
+			"-j", "bridge@"+srv.Domain, "--password-file", pwFile, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr)
+		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+srv.CAFile)
+		logs := &safeBuffer{}
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, logs
+	}
+
+	cmd, logs := run("not-the-password")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 77 {
+			t.Errorf("wrong password: %v, want exit status 77\n%s", err, logs)
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("wrong password did not end the daemon\n%s", logs)
+	}
+	if !strings.Contains(logs.String(), "XMPP login refused") || strings.Contains(logs.String(), "not-the-password") {
+		t.Errorf("logs:\n%s", logs)
+	}
+
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	cmd, logs = run("bridge-pw")
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	// The simulated nodes talk every few seconds; about half of it is text.
+	alice.WaitMessage(t, 120*time.Second, func(m xmpptest.Message) bool { return m.Nick == "meshbridge" })
+	if strings.Contains(logs.String(), "bridge-pw") {
+		t.Error("the password appears in the logs")
+	}
 }
