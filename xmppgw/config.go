@@ -25,6 +25,30 @@ type Room struct {
 	Nick string
 	// Channel is the mesh channel's name ("" for the primary channel).
 	Channel string
+	// ByIndex names the channel by Index (0-7) instead of by name.
+	ByIndex bool
+	Index   uint32
+}
+
+// matches reports whether a packet on the named, indexed channel belongs to r.
+func (r Room) matches(name string, index uint32) bool {
+	if r.ByIndex {
+		return r.Index == index
+	}
+	if r.Channel == "" {
+		return index == 0
+	}
+	return strings.EqualFold(r.Channel, name)
+}
+
+func (r Room) label() string {
+	switch {
+	case r.ByIndex:
+		return fmt.Sprintf("#%d", r.Index)
+	case r.Channel == "":
+		return "primary"
+	}
+	return r.Channel
 }
 
 // Config configures the XMPP gateway.
@@ -98,16 +122,23 @@ func (c Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, r := range c.Rooms {
+		if r.Index > 7 {
+			return fmt.Errorf("room %s: channel index %d: a radio has channels 0 to 7", r.JID, r.Index)
+		}
 		if r.JID.Localpart() == "" || r.JID.Resourcepart() != "" {
 			return fmt.Errorf("room %q: want a bare room JID such as village@conference.example.org", r.JID.String())
 		}
 		if r.Nick == "" {
 			return fmt.Errorf("room %s: no nick", r.JID)
 		}
-		if seen[strings.ToLower(r.Channel)] {
-			return fmt.Errorf("channel %q is mapped to two rooms", r.Channel)
+		key := strings.ToLower(r.label())
+		if r.ByIndex && r.Index == 0 {
+			key = "primary"
 		}
-		seen[strings.ToLower(r.Channel)] = true
+		if seen[key] {
+			return fmt.Errorf("channel %s is mapped to two rooms", r.label())
+		}
+		seen[key] = true
 	}
 	if !strings.Contains(c.Format, "{text}") {
 		return fmt.Errorf("message format %q has no {text}", c.Format)

@@ -333,12 +333,16 @@ func (g *Gateway) toMesh(r *room, nick, body string) {
 		g.mu.Lock()
 		g.requests[id] = requestInfo{room: r.cfg.JID, nick: nick, part: part, asked: time.Now()}
 		g.mu.Unlock()
-		b, _ := proto.Marshal(&meshpb.ServiceEnvelope{
+		env := &meshpb.ServiceEnvelope{
 			GatewayId: origin, ChannelId: r.cfg.Channel,
 			Packet: &meshpb.MeshPacket{Id: id, To: mesh.Broadcast, PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
 				Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(c),
 			}}},
-		})
+		}
+		if r.cfg.ByIndex {
+			env.ChannelId, env.Packet.Channel = "", r.cfg.Index
+		}
+		b, _ := proto.Marshal(env)
 		if err := g.bus.Publish(topics.MeshTX, b, false); err != nil {
 			g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
 			return

@@ -313,7 +313,7 @@ func (g *Gateway) onRoomPresence(ctx context.Context, s *xmpp.Session, r *room, 
 		if p.OccupantID != nil {
 			r.occupantID = p.OccupantID.ID
 		}
-		g.log.Info("joined room", "room", r.cfg.JID.String(), "nick", r.nick, "channel", channelLabel(r.cfg.Channel))
+		g.log.Info("joined room", "room", r.cfg.JID.String(), "nick", r.nick, "channel", r.cfg.label())
 		return g.flush(ctx, s, r)
 	}
 	return nil
@@ -343,13 +343,6 @@ func (g *Gateway) onJoinError(ctx context.Context, s *xmpp.Session, r *room, p *
 		g.log.Warn("could not join the room; trying again later", "room", r.cfg.JID.String(), "reason", string(cond), "in", g.cfg.RejoinDelay)
 	}
 	return nil
-}
-
-func channelLabel(c string) string {
-	if c == "" {
-		return "primary"
-	}
-	return c
 }
 
 // onRoomMessage handles a groupchat message: our own reflection acks what
@@ -410,7 +403,7 @@ func (g *Gateway) command(ctx context.Context, s *xmpp.Session, r *room, nick, c
 		if up {
 			state = "connected"
 		}
-		reply = fmt.Sprintf("Radio %s is %s; bridging channel %s.", radio, state, channelLabel(r.cfg.Channel))
+		reply = fmt.Sprintf("Radio %s is %s; bridging channel %s.", radio, state, r.cfg.label())
 	default:
 		reply = fmt.Sprintf("%s: unknown bridge command !%s (known: !status). Commands are not sent to the mesh.", nick, word)
 	}
@@ -425,7 +418,7 @@ func (g *Gateway) deliver(ctx context.Context, s *xmpp.Session, rooms []*room, o
 	}
 	var r *room
 	for _, rr := range rooms {
-		if strings.EqualFold(rr.cfg.Channel, o.channel) || (rr.cfg.Channel == "" && o.channelIdx == 0) {
+		if rr.cfg.matches(o.channel, o.channelIdx) {
 			r = rr
 			break
 		}

@@ -56,12 +56,13 @@ type Config struct {
 	xmppRoots *x509.CertPool // tests only; production uses the system roots
 }
 
-// RoomConfig maps a mesh channel to a room, from a [[room]] table of the
+// RoomConfig maps a mesh channel to a room, from a [[rooms]] table of the
 // config file.
 type RoomConfig struct {
-	JID     string `toml:"jid"`
-	Nick    string `toml:"nick"`
-	Channel string `toml:"channel"`
+	JID          string `toml:"jid"`
+	Nick         string `toml:"nick"`
+	Channel      string `toml:"channel"`
+	ChannelIndex *int   `toml:"channel-index"`
 }
 
 // Secret is a string that never shows in logs or formatted errors.
@@ -143,25 +144,25 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 }
 
 // applyFile sets, from a TOML file, every flag not given on the command
-// line, and returns the file's [[room]] tables.
+// line, and returns the file's [[rooms]] tables.
 func applyFile(fs *flag.FlagSet, path string, setOnCommandLine map[string]bool) ([]RoomConfig, error) {
 	var values map[string]any
 	if _, err := toml.DecodeFile(path, &values); err != nil {
 		return nil, usageErr("config file %s: %v", path, err)
 	}
 	var rooms struct {
-		Room []RoomConfig `toml:"room"`
+		Rooms []RoomConfig `toml:"rooms"`
 	}
 	if md, err := toml.DecodeFile(path, &rooms); err != nil {
-		return nil, usageErr("config file %s: [[room]]: %v", path, err)
+		return nil, usageErr("config file %s: [[rooms]]: %v", path, err)
 	} else if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		for _, k := range undecoded {
-			if len(k) > 1 && k[0] == "room" {
-				return nil, usageErr("config file %s: unknown room setting %q (want jid, nick, channel)", path, k.String())
+			if len(k) > 1 && k[0] == "rooms" {
+				return nil, usageErr("config file %s: unknown room setting %q (want jid, nick, channel or channel-index)", path, k.String())
 			}
 		}
 	}
-	delete(values, "room")
+	delete(values, "rooms")
 	for key, v := range values {
 		f := fs.Lookup(key)
 		if f == nil || len(key) == 1 {
@@ -183,7 +184,7 @@ func applyFile(fs *flag.FlagSet, path string, setOnCommandLine map[string]bool) 
 			return nil, usageErr("config file %s: %s: %v", path, key, err)
 		}
 	}
-	return rooms.Room, nil
+	return rooms.Rooms, nil
 }
 
 func defaultStateDir(getenv func(string) string) string {
@@ -285,7 +286,14 @@ func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config
 		if nick == "" {
 			nick = c.Nick
 		}
-		xc.Rooms = append(xc.Rooms, xmppgw.Room{JID: rj, Nick: nick, Channel: r.Channel})
+		room := xmppgw.Room{JID: rj, Nick: nick, Channel: r.Channel}
+		if r.ChannelIndex != nil {
+			if *r.ChannelIndex < 0 || *r.ChannelIndex > 7 {
+				return xc, fmt.Errorf("room %s: channel-index %d: a radio has channels 0 to 7", r.JID, *r.ChannelIndex)
+			}
+			room.ByIndex, room.Index = true, uint32(*r.ChannelIndex)
+		}
+		xc.Rooms = append(xc.Rooms, room)
 	}
 	xc.Defaults()
 	return xc, xc.Validate()

@@ -135,3 +135,64 @@ func TestModuleCommandLine(t *testing.T) {
 		t.Errorf("module command line parsed to %+v (password %q)", xc.Rooms, xc.Password)
 	}
 }
+
+// More rooms come from [[rooms]] tables; the flags give the primary one.
+func TestRoomsFromFile(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	file := filepath.Join(dir, "bridge.toml")
+	os.WriteFile(file, []byte(`jid = "bridge@example.org"
+password-file = "`+pw+`"
+room = "village@conference.example.org"
+nick = "meshbridge"
+
+[[rooms]]
+jid = "farm@conference.example.org"
+channel = "farm"
+nick = "farmbot"
+
+[[rooms]]
+jid = "ops@conference.example.org"
+channel-index = 2
+`), 0o600)
+	c, err := Parse([]string{"--config", file}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	xc, err := c.xmppConfig(os.ReadFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "village@conference.example.org meshbridge primary|farm@conference.example.org farmbot farm|ops@conference.example.org meshbridge #2"
+	var got []string
+	for _, r := range xc.Rooms {
+		label := r.Channel
+		if r.ByIndex {
+			label = fmt.Sprintf("#%d", r.Index)
+		} else if label == "" {
+			label = "primary"
+		}
+		got = append(got, r.JID.String()+" "+r.Nick+" "+label)
+	}
+	if strings.Join(got, "|") != want {
+		t.Errorf("rooms = %q\nwant    %q", strings.Join(got, "|"), want)
+	}
+	for name, body := range map[string]string{
+		"bad-key.toml":   "[[rooms]]\njid = \"a@b.c\"\ncolour = \"x\"\n",
+		"bad-index.toml": "jid = \"bridge@example.org\"\npassword = \"x\"\nnick = \"n\"\n[[rooms]]\njid = \"a@b.c\"\nchannel-index = 9\n",
+	} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o600)
+		c, err := Parse([]string{"--config", p}, env(nil), io.Discard)
+		if err == nil {
+			err = c.Validate()
+		}
+		if !errors.Is(err, ErrUsage) {
+			t.Errorf("%s: err = %v, want a usage error", name, err)
+		}
+	}
+}
