@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -54,12 +55,10 @@ func parseBrokerURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// redactURLError drops the URL text from a parse error: it may hold a password.
-func redactURLError(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
-	}
-	return err
+// redactURLError replaces a parse error: its text quotes parts of the URL,
+// which may hold a password.
+func redactURLError(error) error {
+	return errors.New("not a valid URL (mqtt://[user:password@]host[:port])")
 }
 
 // DialRemote connects to the external broker, waiting at most until ctx ends
@@ -90,7 +89,9 @@ func DialRemote(ctx context.Context, cfg RemoteConfig, log *slog.Logger) (*Remot
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetMaxReconnectInterval(2 * time.Minute).
-		SetOrderMatters(false).
+		// Handlers only queue, so running them in order costs nothing, and
+		// order matters: numbered chunks, texts in the order they were said.
+		SetOrderMatters(true).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			r.log.Warn("mqtt broker connection lost; reconnecting", "err", err)
 		}).

@@ -124,8 +124,12 @@ func (fr *FrameReader) Next() (Item, error) {
 			fr.skipStart()
 			continue
 		}
-		if err := fr.fill(headerLen + n); err != nil {
+		resynced, err := fr.fillPayload(headerLen + n)
+		if err != nil {
 			return fr.endOfStream(err)
+		}
+		if resynced {
+			continue
 		}
 		payload := fr.pending[headerLen : headerLen+n]
 		if fr.Valid != nil && !fr.Valid(payload) {
@@ -156,6 +160,49 @@ func (fr *FrameReader) fill(n int) error {
 		fr.pending = append(fr.pending, b)
 	}
 	return nil
+}
+
+// fillPayload reads until n bytes are pending, like fill. But before it
+// blocks for more input it checks whether the bytes it already holds contain
+// a complete, valid frame after the current header: then the current header
+// was torn (its length is a lie that swallowed the next frame), and waiting
+// for the rest of it would hold the real frame back until unrelated traffic
+// arrives. In that case the torn header is dropped and resynced is true.
+func (fr *FrameReader) fillPayload(n int) (resynced bool, err error) {
+	for len(fr.pending) < n {
+		if fr.src.Buffered() == 0 && fr.resyncEmbedded() {
+			return true, nil
+		}
+		b, err := fr.src.ReadByte()
+		if err != nil {
+			return false, err
+		}
+		fr.pending = append(fr.pending, b)
+	}
+	return false, nil
+}
+
+// resyncEmbedded looks for a complete frame that Valid accepts inside the
+// pending bytes after the leading header, and drops what comes before it.
+func (fr *FrameReader) resyncEmbedded() bool {
+	if fr.Valid == nil {
+		return false
+	}
+	p := fr.pending
+	for k := 1; k+headerLen <= len(p); k++ {
+		if p[k] != frameStart1 || p[k+1] != frameStart2 {
+			continue
+		}
+		m := int(p[k+2])<<8 | int(p[k+3])
+		if m > MaxFrame || k+headerLen+m > len(p) || !fr.Valid(p[k+headerLen:k+headerLen+m]) {
+			continue
+		}
+		fr.stats.Rejected++
+		fr.line = append(fr.line, p[:k]...)
+		fr.pending = p[k:]
+		return true
+	}
+	return false
 }
 
 // endOfStream reports what is left when the source fails mid-frame: the

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func frame(t testing.TB, payload []byte) []byte {
@@ -135,4 +136,30 @@ func FuzzFrameReader(f *testing.F) {
 			t.Fatalf("frames = %q", frames)
 		}
 	})
+}
+
+// A torn header whose length swallows the next frame must not hold that
+// frame back until more bytes arrive: the reader resyncs on the frame it
+// already has instead of blocking for the rest of the torn one.
+func TestFrameReaderTornHeaderDoesNotStall(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write(cat([]byte{0x94, 0xC3, 0x01, 0xF4}, frame(t, []byte("real\x01"))))
+	fr := NewFrameReader(pr, func(p []byte) bool { return bytes.HasSuffix(p, []byte{0x01}) })
+	got := make(chan Item, 1)
+	go func() {
+		it, _ := fr.Next()
+		got <- it
+	}()
+	select {
+	case it := <-got:
+		if string(it.Frame) != "real\x01" {
+			t.Errorf("got %q", it.Frame)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the frame after a torn header was held back while the stream was idle")
+	}
+	if fr.Stats().Rejected != 1 {
+		t.Errorf("stats %+v", fr.Stats())
+	}
 }

@@ -210,6 +210,10 @@ func (g *Gateway) saveLoop(ctx context.Context) {
 	}
 }
 
+// SetDevice sets the device before Run, for a device known only after New
+// (the simulated radio's address).
+func (g *Gateway) SetDevice(d Device) { g.cfg.Device = d }
+
 // QueueLen is the number of packets waiting for the radio.
 func (g *Gateway) QueueLen() int { return g.tx.len() }
 
@@ -343,18 +347,17 @@ func (g *Gateway) onMeshTX(_ string, payload []byte) {
 	if r.to == 0 {
 		r.to = mesh.Broadcast
 	}
-	if env.GetChannelId() != "" {
-		radio, _ := g.currentRadio()
-		if radio == nil {
-			g.refuse(r, meshpb.Routing_NO_CHANNEL, fmt.Errorf("channel %q: radio not connected yet, channel names unknown", env.GetChannelId()))
-			return
-		}
-		idx, err := radio.channelIndex(env.GetChannelId())
-		if err != nil {
+	if name := env.GetChannelId(); name != "" {
+		// Before the first handshake the channel names are unknown: the
+		// name is resolved when the packet goes out.
+		if radio, _ := g.currentRadio(); radio == nil {
+			r.chName = name
+		} else if idx, err := radio.channelIndex(name); err != nil {
 			g.refuse(r, meshpb.Routing_NO_CHANNEL, err)
 			return
+		} else {
+			r.channel = idx
 		}
-		r.channel = idx
 	}
 	if err := g.enqueue(r); err != nil {
 		reason := meshpb.Routing_BAD_REQUEST

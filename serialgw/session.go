@@ -269,6 +269,12 @@ func (s *session) writeRaw(b []byte) error {
 // startHandshake wakes the radio and asks for its configuration with a fresh nonce.
 func (s *session) startHandshake(ctx context.Context) error {
 	s.up = false
+	if s.pending != nil {
+		// Unconfirmed when the radio went quiet: it goes out again after
+		// the handshake, with the same id.
+		s.g.tx.pushFront(s.pending.req)
+		s.pending = nil
+	}
 	s.radio = &radioState{}
 	s.g.Stats.Handshakes.Add(1)
 	if err := s.writeRaw(mesh.WakeBytes); err != nil {
@@ -409,13 +415,27 @@ func (s *session) trySend(pace *time.Timer) error {
 	if req == nil {
 		return nil
 	}
+	if req.chName != "" {
+		idx, err := s.radio.channelIndex(req.chName)
+		s.g.tx.pop()
+		if err != nil {
+			s.g.refuse(req, meshpb.Routing_NO_CHANNEL, err)
+		} else {
+			req.channel, req.chName = idx, ""
+			s.g.tx.pushFront(req)
+		}
+		return s.trySend(pace)
+	}
 	now := time.Now()
 	if w := s.g.pace.wait(req.data.GetPortnum(), now); w > 0 {
 		pace.Reset(w)
 		return nil
 	}
 	s.g.tx.pop()
-	wireID := s.g.ids.next()
+	if req.wireID == 0 {
+		req.wireID = s.g.ids.next()
+	}
+	wireID := req.wireID
 	pkt := &meshpb.MeshPacket{
 		To: req.to, Channel: req.channel, Id: wireID, HopLimit: s.radio.hopLimit(),
 		PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: req.data},

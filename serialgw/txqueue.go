@@ -24,8 +24,13 @@ type request struct {
 	origin  string // who asked (the envelope's gateway_id), echoed in results
 	to      uint32
 	channel uint32 // local channel index
+	chName  string // a channel name still to resolve, when no radio was known yet
 	data    *meshpb.Data
 	queued  time.Time
+	// wireID is the packet id on the mesh, set at the first attempt and kept
+	// for a resend, so a packet the radio took before the link dropped is
+	// recognised (by the firmware and by every node) as the same packet.
+	wireID uint32
 }
 
 var errQueueFull = errors.New("transmit queue full")

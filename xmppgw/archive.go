@@ -54,10 +54,12 @@ func (a *archive) handle(_ stanza.Message, t xmlstream.TokenReadEncoder) error {
 	return nil
 }
 
-// seenSince returns the ids of the room's archived messages since t. Serve
-// hands over every result before the final IQ reply, so the set is complete
-// when the query returns. ok is false when the room keeps no archive.
-func (a *archive) seenSince(ctx context.Context, s *xmpp.Session, r *room, t time.Time) (map[string]bool, bool) {
+// seenSince returns the ids of the room's archived messages after the
+// room's message afterID (when known) or else since t, paging through the
+// archive. Serve hands over every result before the final IQ reply, so a
+// page is complete when its query returns. ok is false when the room keeps
+// no archive or the query fails.
+func (a *archive) seenSince(ctx context.Context, s *xmpp.Session, r *room, afterID string, t time.Time) (map[string]bool, bool) {
 	qid := randomID()
 	set := map[string]bool{}
 	a.mu.Lock()
@@ -71,12 +73,22 @@ func (a *archive) seenSince(ctx context.Context, s *xmpp.Session, r *room, t tim
 		delete(a.ids, qid)
 		a.mu.Unlock()
 	}()
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	q := &history.Query{ID: qid, Start: t, Limit: 500}
-	err := s.UnmarshalIQ(ctx, stanza.IQ{Type: stanza.SetIQ, To: r.cfg.JID}.Wrap(q.TokenReader()), &history.Result{})
-	if err != nil {
-		return nil, false
+	q := &history.Query{ID: qid, AfterID: afterID, Limit: 100}
+	if afterID == "" {
+		q.Start = t
+	}
+	const maxPages = 20
+	for page := 0; ; page++ {
+		var res history.Result
+		if err := s.UnmarshalIQ(ctx, stanza.IQ{Type: stanza.SetIQ, To: r.cfg.JID}.Wrap(q.TokenReader()), &res); err != nil {
+			return nil, false
+		}
+		if res.Complete || res.Set.Last == "" || page == maxPages {
+			break
+		}
+		q.PageID = res.Set.Last
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

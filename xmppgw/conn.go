@@ -51,7 +51,7 @@ func (g *Gateway) connect(ctx context.Context) (*xmpp.Session, error) {
 	}))
 	if err != nil {
 		conn.Close()
-		if isAuthError(err) {
+		if isPermanentAuthError(err) {
 			return nil, fmt.Errorf("%w: %v", ErrAuth, err)
 		}
 		return nil, fmt.Errorf("XMPP session: %w", err)
@@ -63,17 +63,33 @@ func (g *Gateway) tlsConfig() *tls.Config {
 	return &tls.Config{ServerName: g.cfg.JID.Domain().String(), RootCAs: g.cfg.RootCAs, MinVersion: tls.VersionTLS12}
 }
 
-// isAuthError recognises a SASL failure from the server. mellium reports it
-// with a type from an internal package, so it is matched by package path.
-func isAuthError(err error) bool {
+// isPermanentAuthError recognises a SASL failure that retrying cannot fix:
+// wrong credentials, a disabled account, expired credentials. Temporary
+// failures (temporary-auth-failure, aborted, ...) are retried like network
+// errors. mellium reports SASL failures with a type from an internal
+// package, so it is matched by package path and its condition read by name.
+func isPermanentAuthError(err error) bool {
 	for e := err; e != nil; e = errors.Unwrap(e) {
-		t := reflect.TypeOf(e)
-		for t.Kind() == reflect.Pointer {
-			t = t.Elem()
+		v := reflect.ValueOf(e)
+		for v.Kind() == reflect.Pointer && !v.IsNil() {
+			v = v.Elem()
 		}
-		if strings.HasSuffix(t.PkgPath(), "/internal/saslerr") {
+		if v.Kind() != reflect.Struct || !strings.HasSuffix(v.Type().PkgPath(), "/internal/saslerr") {
+			continue
+		}
+		cond := v.FieldByName("Condition")
+		if !cond.IsValid() {
+			return false
+		}
+		s, ok := cond.Interface().(fmt.Stringer)
+		if !ok {
+			return false
+		}
+		switch s.String() {
+		case "not-authorized", "account-disabled", "credentials-expired", "invalid-authzid":
 			return true
 		}
+		return false
 	}
 	return false
 }

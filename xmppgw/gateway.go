@@ -63,6 +63,7 @@ type outbound struct {
 	body       string
 	heard      time.Time
 	posted     time.Time
+	after      string // the room's id of the last message seen before posting
 	dm         bool
 }
 

@@ -30,6 +30,9 @@ type room struct {
 	rejoinAt   time.Time // zero: no rejoin scheduled
 	gone       bool      // banned, or the room was destroyed: stop bridging it
 	conflicts  int
+	lastStanza string // the room's id of the last message we saw in it
+	joinedAt   time.Time
+	removals   int        // times removed without staying long; grows the rejoin pause
 	backlog    []outbound // mesh texts waiting for the room
 	unacked    []outbound // posted, not yet reflected by the room, in order
 }
@@ -108,7 +111,9 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 	}()
 	defer func() {
 		cancel()
-		_ = s.SetCloseDeadline(time.Now().Add(2 * time.Second))
+		// Say goodbye if the stream still takes writes, then close the
+		// socket, which ends Serve. (SetCloseDeadline would race with Serve.)
+		_ = s.Conn().SetWriteDeadline(time.Now().Add(2 * time.Second))
 		_ = s.Close()
 		_ = s.Conn().Close()
 		<-serveDone
@@ -134,11 +139,13 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 	for {
 		select {
 		case <-ctx.Done():
+			bye, cancelBye := context.WithTimeout(context.Background(), 2*time.Second)
 			for _, r := range rooms {
 				if r.joined {
-					_ = s.Encode(context.Background(), joinPresence{To: r.occupant.String(), Type: "unavailable"})
+					_ = s.Encode(bye, joinPresence{To: r.occupant.String(), Type: "unavailable"})
 				}
 			}
+			cancelBye()
 			return ctx.Err()
 		case err := <-served:
 			if err == nil {
@@ -158,7 +165,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 				return err
 			}
 		case n := <-g.notices:
-			if err := s.Encode(ctx, outMessage{ID: randomID(), To: n.room.String(), Type: "groupchat", Body: n.text}); err != nil {
+			if err := write(ctx, s, outMessage{ID: randomID(), To: n.room.String(), Type: "groupchat", Body: n.text}); err != nil {
 				return err
 			}
 		case now := <-tick.C:
@@ -184,7 +191,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 						return err
 					}
 				case r.joined && selfPing:
-					go g.selfPing(ctx, s, r, events)
+					go g.selfPing(ctx, s, r, r.occupant, events)
 				}
 			}
 		}
@@ -202,16 +209,18 @@ func (g *Gateway) keepalive(ctx context.Context, s *xmpp.Session, failed chan<- 
 		case failed <- fmt.Errorf("XMPP server did not answer a ping within %v: %w", g.cfg.PingTimeout, err):
 		default:
 		}
+		// Closing the socket also frees a session loop stuck in a write.
+		_ = s.Conn().Close()
 	}
 }
 
 // selfPing checks that the room still counts us as an occupant (XEP-0410):
 // a room that silently dropped us answers not-acceptable or item-not-found,
 // and we rejoin. Other errors and timeouts are the server keepalive's call.
-func (g *Gateway) selfPing(ctx context.Context, s *xmpp.Session, r *room, events chan<- event) {
+func (g *Gateway) selfPing(ctx context.Context, s *xmpp.Session, r *room, occupant jid.JID, events chan<- event) {
 	pctx, cancel := context.WithTimeout(ctx, g.cfg.PingTimeout)
 	defer cancel()
-	err := ping.Send(pctx, s, r.occupant)
+	err := ping.Send(pctx, s, occupant)
 	var se stanza.Error
 	if errors.As(err, &se) && (se.Condition == stanza.NotAcceptable || se.Condition == stanza.ItemNotFound) {
 		select {
@@ -231,7 +240,7 @@ func (g *Gateway) join(ctx context.Context, s *xmpp.Session, r *room) error {
 	}
 	r.occupant, r.joinSent = occ, time.Now()
 	g.log.Debug("joining room", "room", r.cfg.JID.String(), "nick", r.nick)
-	return s.Encode(ctx, joinPresence{ID: randomID(), To: occ.String(), X: &mucX{}})
+	return write(ctx, s, joinPresence{ID: randomID(), To: occ.String(), X: &mucX{}})
 }
 
 func (g *Gateway) roomOf(rooms []*room, from jid.JID) *room {
@@ -265,11 +274,23 @@ func (g *Gateway) handleEvent(ctx context.Context, s *xmpp.Session, rooms []*roo
 		return nil
 	}
 	if msg.Type == "error" {
-		// Typically "not in the room" after the room forgot us.
-		if r.joined {
-			g.log.Warn("room refused our message; rejoining", "room", r.cfg.JID.String(), "err", msg.Error)
-			r.joined = false
-			r.rejoinAt = time.Now()
+		cond := stanza.Condition("")
+		if msg.Error != nil {
+			cond = msg.Error.Condition
+		}
+		if cond == stanza.NotAcceptable || cond == stanza.ItemNotFound {
+			// The room forgot us: rejoin, and the message is posted again.
+			if r.joined {
+				g.log.Warn("the room says we are not in it; rejoining", "room", r.cfg.JID.String(), "reason", string(cond))
+				r.joined = false
+				return g.join(ctx, s, r)
+			}
+			return nil
+		}
+		// Refused for good (we may not speak, too fast, too big): resending
+		// would be refused again.
+		if r.ack(msg.ID) {
+			g.log.Error("the room refused a mesh message; it is not posted", "room", r.cfg.JID.String(), "id", msg.ID, "reason", string(cond))
 		}
 		return nil
 	}
@@ -297,11 +318,9 @@ func (g *Gateway) onRoomPresence(ctx context.Context, s *xmpp.Session, r *room, 
 				r.joined = true
 			}
 		case p.has(statusKicked), p.has(statusTechnicalKick), p.has(statusShutdown), p.has(statusAffiliation), p.has(statusMembersOnly):
-			r.rejoinAt = time.Now().Add(g.cfg.RejoinDelay)
-			g.log.Warn("removed from the room; rejoining after a pause", "room", r.cfg.JID.String(), "reason", p.reason(), "in", g.cfg.RejoinDelay)
+			g.log.Warn("removed from the room; rejoining after a pause", "room", r.cfg.JID.String(), "reason", p.reason(), "in", g.scheduleRejoin(r))
 		default:
-			r.rejoinAt = time.Now().Add(g.cfg.RejoinDelay)
-			g.log.Warn("left the room unexpectedly; rejoining after a pause", "room", r.cfg.JID.String())
+			g.log.Warn("left the room unexpectedly; rejoining after a pause", "room", r.cfg.JID.String(), "in", g.scheduleRejoin(r))
 		}
 		return nil
 	case self && !r.joined:
@@ -309,7 +328,7 @@ func (g *Gateway) onRoomPresence(ctx context.Context, s *xmpp.Session, r *room, 
 			r.nick = p.From.Resourcepart()
 		}
 		r.occupant = p.From
-		r.joined, r.conflicts = true, 0
+		r.joined, r.conflicts, r.joinedAt = true, 0, time.Now()
 		if p.OccupantID != nil {
 			r.occupantID = p.OccupantID.ID
 		}
@@ -339,15 +358,31 @@ func (g *Gateway) onJoinError(ctx context.Context, s *xmpp.Session, r *room, p *
 		r.gone = true
 		g.log.Error("the room refuses us; not bridging it", "room", r.cfg.JID.String(), "reason", string(cond))
 	default:
-		r.rejoinAt = time.Now().Add(g.cfg.RejoinDelay)
-		g.log.Warn("could not join the room; trying again later", "room", r.cfg.JID.String(), "reason", string(cond), "in", g.cfg.RejoinDelay)
+		g.log.Warn("could not join the room; trying again later", "room", r.cfg.JID.String(), "reason", string(cond), "in", g.scheduleRejoin(r))
 	}
 	return nil
+}
+
+// scheduleRejoin sets when to try the room again: after RejoinDelay, doubled
+// for each removal that did not let us stay a minute, up to BackoffMax, so a
+// room that keeps removing us is not hammered.
+func (g *Gateway) scheduleRejoin(r *room) time.Duration {
+	if !r.joinedAt.IsZero() && time.Since(r.joinedAt) > time.Minute {
+		r.removals = 0
+	}
+	d := g.cfg.RejoinDelay << min(r.removals, 10)
+	d = min(d, g.cfg.BackoffMax)
+	r.removals++
+	r.rejoinAt = time.Now().Add(d)
+	return d
 }
 
 // onRoomMessage handles a groupchat message: our own reflection acks what
 // we sent; anything else from a person goes to the mesh.
 func (g *Gateway) onRoomMessage(ctx context.Context, s *xmpp.Session, r *room, msg *inMessage) error {
+	if id := msg.stanzaID(r.cfg.JID); id != "" && msg.Delay == nil {
+		r.lastStanza = id
+	}
 	oid := msg.originID()
 	for _, id := range []string{oid, msg.ID} {
 		if id != "" && r.ack(id) {
@@ -407,14 +442,14 @@ func (g *Gateway) command(ctx context.Context, s *xmpp.Session, r *room, nick, c
 	default:
 		reply = fmt.Sprintf("%s: unknown bridge command !%s (known: !status). Commands are not sent to the mesh.", nick, word)
 	}
-	return s.Encode(ctx, outMessage{ID: randomID(), To: r.cfg.JID.String(), Type: "groupchat", Body: reply})
+	return write(ctx, s, outMessage{ID: randomID(), To: r.cfg.JID.String(), Type: "groupchat", Body: reply})
 }
 
 // deliver posts a mesh text to its room, or keeps it until the room is joined.
 func (g *Gateway) deliver(ctx context.Context, s *xmpp.Session, rooms []*room, o outbound) error {
 	if o.dm {
 		g.Stats.MeshToRoom.Add(1)
-		return s.Encode(ctx, outMessage{ID: o.id, To: g.cfg.DMJID.String(), Type: "chat", Body: o.body, OriginID: &originID{o.id}})
+		return write(ctx, s, outMessage{ID: o.id, To: g.cfg.DMJID.String(), Type: "chat", Body: o.body, OriginID: &originID{o.id}})
 	}
 	var r *room
 	for _, rr := range rooms {
@@ -434,10 +469,12 @@ func (g *Gateway) deliver(ctx context.Context, s *xmpp.Session, rooms []*room, o
 }
 
 func (g *Gateway) post(ctx context.Context, s *xmpp.Session, r *room, o outbound) error {
-	o.posted = time.Now()
+	if o.posted.IsZero() {
+		o.posted, o.after = time.Now(), r.lastStanza
+	}
 	r.unacked = append(r.unacked, o)
 	g.Stats.MeshToRoom.Add(1)
-	return s.Encode(ctx, outMessage{ID: o.id, To: r.cfg.JID.String(), Type: "groupchat", Body: o.body, OriginID: &originID{o.id}})
+	return write(ctx, s, outMessage{ID: o.id, To: r.cfg.JID.String(), Type: "groupchat", Body: o.body, OriginID: &originID{o.id}})
 }
 
 // flush posts, after a (re)join, what waited for the room: first what was
@@ -445,7 +482,7 @@ func (g *Gateway) post(ctx context.Context, s *xmpp.Session, r *room, o outbound
 // ids so it is recognisable, then what arrived while we were out.
 func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
 	if len(r.unacked) > 0 {
-		if seen, ok := g.arch.seenSince(ctx, s, r, r.unacked[0].posted.Add(-time.Minute)); ok {
+		if seen, ok := g.arch.seenSince(ctx, s, r, r.unacked[0].after, r.unacked[0].posted.Add(-time.Minute)); ok {
 			kept := r.unacked[:0]
 			for _, o := range r.unacked {
 				if seen[o.id] {
@@ -473,4 +510,12 @@ func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
 
 func randomID() string {
 	return "sr-" + strconv.FormatUint(rand.Uint64(), 36)
+}
+
+// write sends one stanza, bounded in time: a peer that stops reading must
+// not wedge the session loop.
+func write(ctx context.Context, s *xmpp.Session, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return s.Encode(ctx, v)
 }

@@ -134,7 +134,7 @@ func TestRemovedFromRoom(t *testing.T) {
 		}
 		return p
 	}
-	destroyed := self(statusSelf)
+	destroyed := self()
 	destroyed.X.Destroy = &struct {
 		Reason string `xml:"reason"`
 	}{"moving on"}

@@ -65,30 +65,9 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	// going offline) still reach it.
 	defer b.Close()
 
-	g, ctx := errgroup.WithContext(ctx)
-	var dev serialgw.Device
-	if c.Device == DeviceSim {
-		info.Radio = meshsim.New(meshsim.Demo())
-		addr, serve, err := info.Radio.ListenTCP(ctx, "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		g.Go(serve)
-		dev = serialgw.Device{Kind: "tcp", Addr: addr.String()}
-		log.Info("simulated radio listening", "addr", addr.String())
-	} else {
-		dev, _ = serialgw.ParseDevice(c.Device)
-	}
-
-	gw, err := serialgw.New(serialgw.Config{
-		Device: dev, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: c.StateDir,
-		TextInterval: c.TextInterval, RespectOKToMQTT: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
-	}, b, log)
-	if err != nil {
-		return err
-	}
-	g.Go(func() error { return gw.Run(ctx) })
-
+	// Everything that can fail is built before anything starts, so an
+	// error leaves nothing running behind.
+	var xg *xmppgw.Gateway
 	if c.JID != "" {
 		if c.Password != "" {
 			log.Warn("the XMPP password was given with -p and is visible in the process list; use --password-file")
@@ -98,10 +77,37 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 			return usageErr("%v", err)
 		}
 		xc.RootCAs = c.xmppRoots
-		xg, err := xmppgw.New(xc, b, log)
-		if err != nil {
+		if xg, err = xmppgw.New(xc, b, log); err != nil {
 			return usageErr("%v", err)
 		}
+	}
+	gw, err := serialgw.New(serialgw.Config{
+		Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: c.StateDir,
+		TextInterval: c.TextInterval, RespectOKToMQTT: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
+	}, b, log)
+	if err != nil {
+		return err
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	var dev serialgw.Device
+	if c.Device == DeviceSim {
+		info.Radio = meshsim.New(meshsim.Demo())
+		addr, serve, err := info.Radio.ListenTCP(ctx, "127.0.0.1:0")
+		if err != nil {
+			return err // nothing started yet
+		}
+		g.Go(serve)
+		dev = serialgw.Device{Kind: "tcp", Addr: addr.String()}
+		log.Info("simulated radio listening", "addr", addr.String())
+	} else {
+		dev, _ = serialgw.ParseDevice(c.Device)
+	}
+
+	gw.SetDevice(dev)
+	g.Go(func() error { return gw.Run(ctx) })
+
+	if xg != nil {
 		g.Go(func() error { return xg.Run(ctx) })
 	}
 	if ready != nil {

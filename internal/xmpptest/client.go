@@ -287,6 +287,16 @@ func (c *Client) notifyLocked() {
 // (status 110 or from our occupant JID). Joining a room that does not exist
 // creates it, and the creator becomes its owner.
 func (c *Client) Join(ctx context.Context, room, nick string) error {
+	return c.join(ctx, room, nick, 0)
+}
+
+// JoinWithHistory is Join asking for the room's recent history (up to 50
+// messages), which arrives marked Delayed.
+func (c *Client) JoinWithHistory(ctx context.Context, room, nick string) error {
+	return c.join(ctx, room, nick, 50)
+}
+
+func (c *Client) join(ctx context.Context, room, nick string, history int) error {
 	roomJID, err := jid.Parse(room)
 	if err != nil {
 		return err
@@ -302,7 +312,7 @@ func (c *Client) Join(ctx context.Context, room, nick string) error {
 	x := xmlstream.Wrap(
 		xmlstream.Wrap(nil, xml.StartElement{
 			Name: xml.Name{Local: "history"},
-			Attr: []xml.Attr{{Name: xml.Name{Local: "maxstanzas"}, Value: "0"}},
+			Attr: []xml.Attr{{Name: xml.Name{Local: "maxstanzas"}, Value: strconv.Itoa(history)}},
 		}),
 		xml.StartElement{Name: xml.Name{Space: nsMUC, Local: "x"}},
 	)
