@@ -144,6 +144,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() {
 		stopSave()
 		<-saveDone
+		if n := g.tx.len(); n > 0 {
+			g.log.Warn("stopping with packets still queued for the radio; they are not sent", "queued", n)
+		}
 		g.dropRadioSubscriptions()
 		g.publishStatus("offline", "")
 		if err := g.nodes.save(); err != nil {

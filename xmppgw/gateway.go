@@ -123,6 +123,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	for i, r := range g.cfg.Rooms {
 		rooms[i] = &room{cfg: r, nick: r.Nick}
 	}
+	defer func() {
+		n := len(g.toRoom)
+		for _, r := range rooms {
+			n += len(r.backlog) + len(r.unacked)
+		}
+		if n > 0 {
+			g.log.Warn("stopping with mesh messages not yet confirmed by the room", "count", n)
+		}
+	}()
 	backoff := g.cfg.BackoffMin
 	var lastErr string
 	for {
