@@ -14,15 +14,21 @@
 // It needs mosquitto and mosquitto_sub (Debian package mosquitto and
 // mosquitto-clients). Every process it starts listens on a free loopback
 // port and is stopped before it exits.
+//
+// The XMPP figures (mesh text → groupchat message next to a direct message
+// between two occupants, and the daemon's memory with the XMPP gateway on)
+// need the Prosody harness, which takes a testing.TB, so they are a test,
+// skipped unless asked for:
+//
+//	go test ./xmppgw/ -run '^TestLatencyFigures$' -count=1 -v -figures
+//
+// Both share package benchkit.
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -35,12 +41,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/bench/benchkit"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
@@ -101,12 +107,14 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("mosquitto latency: %w", err)
 	}
-	var mem *rssResult
+	var mem *benchkit.RSS
 	if o.rssDuration > 0 {
 		fmt.Fprintf(os.Stderr, "bench: daemon memory over %v...\n", o.rssDuration)
-		if mem, err = benchRSS(o, tmp); err != nil {
+		m, err := benchRSS(o, tmp)
+		if err != nil {
 			return fmt.Errorf("daemon memory: %w", err)
 		}
+		mem = &m
 	}
 
 	sizes := make([]int, 0, len(payloads))
@@ -118,18 +126,18 @@ func run(o options) error {
 		o.n, o.interval, sizes[0], sizes[len(sizes)-1], sizes[len(sizes)/2])
 	fmt.Println("| path | p50 | p99 | max | received |")
 	fmt.Println("|---|---:|---:|---:|---:|")
-	fmt.Printf("| SovereignRelay: radio frame written → JSON line | %s | %s | %s | %d/%d |\n", ms(ours.p50), ms(ours.p99), ms(ours.max), ours.got, o.n)
-	fmt.Printf("| mosquitto: paho publish written → line | %s | %s | %s | %d/%d |\n", ms(theirs.p50), ms(theirs.p99), ms(theirs.max), theirs.got, o.n)
+	fmt.Printf("| SovereignRelay: radio frame written → JSON line | %s | %s | %s | %d/%d |\n", benchkit.Ms(ours.P50), benchkit.Ms(ours.P99), benchkit.Ms(ours.Max), ours.Got, o.n)
+	fmt.Printf("| mosquitto: paho publish written → line | %s | %s | %s | %d/%d |\n", benchkit.Ms(theirs.P50), benchkit.Ms(theirs.P99), benchkit.Ms(theirs.Max), theirs.Got, o.n)
 	fmt.Printf("| ratio SovereignRelay / mosquitto | %.2f | %.2f | %.2f | |\n",
-		ratio(ours.p50, theirs.p50), ratio(ours.p99, theirs.p99), ratio(ours.max, theirs.max))
+		benchkit.Ratio(ours.P50, theirs.P50), benchkit.Ratio(ours.P99, theirs.P99), benchkit.Ratio(ours.Max, theirs.Max))
 	if mem != nil {
 		fmt.Printf("\nDaemon memory, sovereign-bridge --device sim, sampled every %v for %v after \"radio ready\":\n\n", o.rssSample, o.rssDuration)
 		fmt.Println("| max VmRSS | final VmRSS | VmHWM | samples |")
 		fmt.Println("|---:|---:|---:|---:|")
-		fmt.Printf("| %s | %s | %s | %d |\n", mib(mem.maxRSS), mib(mem.finalRSS), mib(mem.hwm), mem.samples)
+		fmt.Printf("| %s | %s | %s | %d |\n", benchkit.MiB(mem.MaxRSS), benchkit.MiB(mem.FinalRSS), benchkit.MiB(mem.HWM), mem.Samples)
 	}
-	if ours.got < o.n || theirs.got < o.n {
-		return fmt.Errorf("messages lost: bridge %d/%d, mosquitto %d/%d", ours.got, o.n, theirs.got, o.n)
+	if ours.Got < o.n || theirs.Got < o.n {
+		return fmt.Errorf("messages lost: bridge %d/%d, mosquitto %d/%d", ours.Got, o.n, theirs.Got, o.n)
 	}
 	return nil
 }
@@ -140,15 +148,11 @@ func printHeader(o options) {
 		cmdline = os.Args[0]
 	}
 	for _, a := range os.Args[1:] {
-		cmdline += " " + shellQuote(a)
-	}
-	kernel := "?"
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		kernel = strings.TrimSpace(string(b))
+		cmdline += " " + benchkit.ShellQuote(a)
 	}
 	fmt.Println("SovereignRelay benchmark")
 	fmt.Printf("  date:      %s\n", time.Now().UTC().Format(time.RFC3339))
-	fmt.Printf("  machine:   %d CPUs (%s), %s/%s, kernel %s, GOMAXPROCS %d\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH, kernel, runtime.GOMAXPROCS(0))
+	fmt.Printf("  machine:   %s\n", benchkit.Machine())
 	fmt.Printf("  go:        %s\n", runtime.Version())
 	fmt.Printf("  mosquitto: %s\n", mosquittoVersion())
 	fmt.Printf("  command:   %s\n", cmdline)
@@ -157,46 +161,11 @@ func printHeader(o options) {
 
 // --- latency through the bridge ---
 
-type latency struct {
-	p50, p99, max time.Duration
-	got           int
-}
-
-func summarize(sent, recv []time.Time) latency {
-	var ds []time.Duration
-	for i := range sent {
-		if !sent[i].IsZero() && !recv[i].IsZero() {
-			ds = append(ds, recv[i].Sub(sent[i]))
-		}
-	}
-	if len(ds) == 0 {
-		return latency{}
-	}
-	slices.Sort(ds)
-	rank := func(q float64) time.Duration { // nearest rank
-		i := int(q*float64(len(ds))+0.999999) - 1
-		return ds[max(0, min(i, len(ds)-1))]
-	}
-	return latency{p50: rank(0.50), p99: rank(0.99), max: ds[len(ds)-1], got: len(ds)}
-}
-
-// token marks message i in a payload, so the subscriber's lines can be matched.
-func token(i int) string { return fmt.Sprintf("probe-%06d", i) }
-
-func tokenIndex(line string) (int, bool) {
-	_, rest, ok := strings.Cut(line, "probe-")
-	if !ok || len(rest) < 6 {
-		return 0, false
-	}
-	i, err := strconv.Atoi(rest[:6])
-	return i, err == nil
-}
-
 // benchBridge runs the simulated radio (TCP loopback), the embedded broker
 // (127.0.0.1:0) and the radio link in this process, injects o.n texts and
 // times each to its JSON line from mosquitto_sub. It returns the JSON
 // payloads, for the mosquitto run to publish the same.
-func benchBridge(o options, tmp string) (latency, [][]byte, error) {
+func benchBridge(o options, tmp string) (benchkit.Latency, [][]byte, error) {
 	log := slog.New(slog.DiscardHandler)
 	if o.verbose {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -209,7 +178,7 @@ func benchBridge(o options, tmp string) (latency, [][]byte, error) {
 	radio := meshsim.New(simCfg)
 	addr, serve, err := radio.ListenTCP(ctx, "127.0.0.1:0")
 	if err != nil {
-		return latency{}, nil, err
+		return benchkit.Latency{}, nil, err
 	}
 	serveDone := make(chan struct{})
 	go func() { defer close(serveDone); _ = serve() }()
@@ -217,10 +186,10 @@ func benchBridge(o options, tmp string) (latency, [][]byte, error) {
 
 	bk, err := broker.NewEmbedded(broker.Config{Listen: "127.0.0.1:0"}, log)
 	if err != nil {
-		return latency{}, nil, err
+		return benchkit.Latency{}, nil, err
 	}
 	if err := bk.Start(); err != nil {
-		return latency{}, nil, err
+		return benchkit.Latency{}, nil, err
 	}
 	defer bk.Close()
 
@@ -229,14 +198,14 @@ func benchBridge(o options, tmp string) (latency, [][]byte, error) {
 		Device: serialgw.Device{Kind: "tcp", Addr: addr.String()}, Encrypt: true, StateDir: stateDir,
 	}, bk, log)
 	if err != nil {
-		return latency{}, nil, err
+		return benchkit.Latency{}, nil, err
 	}
 	gwDone := make(chan struct{})
 	go func() { defer close(gwDone); _ = gw.Run(ctx) }()
 	defer func() { cancel(); <-gwDone }()
 
-	if err := waitUntil(o.timeout, radio.Changed, radio.Ready); err != nil {
-		return latency{}, nil, fmt.Errorf("radio handshake: %w", err)
+	if err := benchkit.WaitUntil(o.timeout, radio.Changed, radio.Ready); err != nil {
+		return benchkit.Latency{}, nil, fmt.Errorf("radio handshake: %w", err)
 	}
 
 	root := topics.Root("", simCfg.Region.String())
@@ -245,11 +214,11 @@ func benchBridge(o options, tmp string) (latency, [][]byte, error) {
 	// The retained bridge status arrives once the subscription is in place.
 	sub, err := startSub(o, host, port, topics.BridgeStatus, jsonTopic, topics.BridgeStatus)
 	if err != nil {
-		return latency{}, nil, err
+		return benchkit.Latency{}, nil, err
 	}
 	defer sub.stop(o.timeout)
 	if err := sub.waitReady(o.timeout); err != nil {
-		return latency{}, nil, err
+		return benchkit.Latency{}, nil, err
 	}
 
 	sent := make([]time.Time, o.n)
@@ -258,37 +227,37 @@ func benchBridge(o options, tmp string) (latency, [][]byte, error) {
 	defer tick.Stop()
 	for i := range o.n {
 		<-tick.C
-		pkt := radio.TextPacket(peers[i%len(peers)].Num, fmt.Sprintf("SovereignRelay latency %s from the ridge 🌄", token(i)))
+		pkt := radio.TextPacket(peers[i%len(peers)].Num, fmt.Sprintf("SovereignRelay latency %s from the ridge 🌄", benchkit.Token(i)))
 		if !radio.Inject(pkt) {
-			return latency{}, nil, fmt.Errorf("radio could not deliver message %d (link down?)", i)
+			return benchkit.Latency{}, nil, fmt.Errorf("radio could not deliver message %d (link down?)", i)
 		}
 		sent[i] = time.Now()
 	}
 	recv, payloads := sub.wait(o.n, o.timeout)
-	return summarize(sent, recv), payloads, nil
+	return benchkit.Summarize(sent, recv), payloads, nil
 }
 
 // --- latency through mosquitto ---
 
 // benchMosquitto starts a mosquitto broker on a free loopback port and
 // publishes payloads from paho, timing each to its mosquitto_sub line.
-func benchMosquitto(o options, tmp string, payloads [][]byte) (latency, error) {
+func benchMosquitto(o options, tmp string, payloads [][]byte) (benchkit.Latency, error) {
 	port, err := freePort()
 	if err != nil {
-		return latency{}, err
+		return benchkit.Latency{}, err
 	}
 	conf := filepath.Join(tmp, "mosquitto.conf")
 	if err := os.WriteFile(conf, fmt.Appendf(nil, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n", port), 0o644); err != nil {
-		return latency{}, err
+		return benchkit.Latency{}, err
 	}
-	broker, err := startProc(bin("mosquitto"), "-c", conf)
+	broker, err := benchkit.StartProc(bin("mosquitto"), []string{"-c", conf}, nil)
 	if err != nil {
-		return latency{}, err
+		return benchkit.Latency{}, err
 	}
-	defer broker.stop(o.timeout)
+	defer broker.Stop(o.timeout)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := waitUntil(o.timeout, nil, func() bool {
-		if broker.exited() {
+	if err := benchkit.WaitUntil(o.timeout, nil, func() bool {
+		if broker.Exited() {
 			return true
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -296,8 +265,8 @@ func benchMosquitto(o options, tmp string, payloads [][]byte) (latency, error) {
 			c.Close()
 		}
 		return err == nil
-	}); err != nil || broker.exited() {
-		return latency{}, fmt.Errorf("mosquitto not listening on %s: %v; output: %s", addr, err, broker.output())
+	}); err != nil || broker.Exited() {
+		return benchkit.Latency{}, fmt.Errorf("mosquitto not listening on %s: %v; output: %s", addr, err, broker.Output())
 	}
 
 	// The connection notes when each write returns: paho completes a QoS 0
@@ -314,21 +283,21 @@ func benchMosquitto(o options, tmp string, payloads [][]byte) (latency, error) {
 		})
 	client := paho.NewClient(opts)
 	if t := client.Connect(); !t.WaitTimeout(o.timeout) || t.Error() != nil {
-		return latency{}, fmt.Errorf("paho connect: %v", t.Error())
+		return benchkit.Latency{}, fmt.Errorf("paho connect: %v", t.Error())
 	}
 	defer client.Disconnect(100)
 
 	const readyTopic, topic = "bench/ready", "msh/EU_868/2/json/LongFast/!5eed0001"
 	if t := client.Publish(readyTopic, 0, true, "ready"); !t.WaitTimeout(o.timeout) || t.Error() != nil {
-		return latency{}, fmt.Errorf("paho publish: %v", t.Error())
+		return benchkit.Latency{}, fmt.Errorf("paho publish: %v", t.Error())
 	}
 	sub, err := startSub(o, "127.0.0.1", strconv.Itoa(port), readyTopic, topic, readyTopic)
 	if err != nil {
-		return latency{}, err
+		return benchkit.Latency{}, err
 	}
 	defer sub.stop(o.timeout)
 	if err := sub.waitReady(o.timeout); err != nil {
-		return latency{}, err
+		return benchkit.Latency{}, err
 	}
 
 	sent := make([]time.Time, o.n)
@@ -339,12 +308,12 @@ func benchMosquitto(o options, tmp string, payloads [][]byte) (latency, error) {
 		<-tick.C
 		t := client.Publish(topic, 0, false, p)
 		if !t.WaitTimeout(o.timeout) || t.Error() != nil {
-			return latency{}, fmt.Errorf("paho publish %d: %v", i, t.Error())
+			return benchkit.Latency{}, fmt.Errorf("paho publish %d: %v", i, t.Error())
 		}
 		sent[i] = time.Unix(0, lastWrite.Load())
 	}
 	recv, _ := sub.wait(o.n, o.timeout)
-	return summarize(sent, recv), nil
+	return benchkit.Summarize(sent, recv), nil
 }
 
 // timedConn records when its last Write returned.
@@ -366,13 +335,13 @@ func payloadFor(payloads [][]byte, i int) []byte {
 		return payloads[i]
 	}
 	for _, p := range payloads {
-		if j := strings.Index(string(p), "probe-"); j >= 0 && j+len(token(i)) <= len(p) {
+		if j := strings.Index(string(p), "probe-"); j >= 0 && j+len(benchkit.Token(i)) <= len(p) {
 			q := slices.Clone(p)
-			copy(q[j:], token(i))
+			copy(q[j:], benchkit.Token(i))
 			return q
 		}
 	}
-	return []byte(`{"text":"` + token(i) + `"}`)
+	return []byte(`{"text":"` + benchkit.Token(i) + `"}`)
 }
 
 // --- mosquitto_sub ---
@@ -380,7 +349,7 @@ func payloadFor(payloads [][]byte, i int) []byte {
 // sub is a running mosquitto_sub printing "topic payload" lines, each
 // timestamped when this process reads it.
 type sub struct {
-	p       *proc
+	p       *benchkit.Proc
 	readyOn string
 
 	mu       sync.Mutex
@@ -397,7 +366,7 @@ func startSub(o options, host, port string, readyTopic string, filters ...string
 		args = append(args, "-t", f)
 	}
 	s := &sub{readyOn: readyTopic, recv: make([]time.Time, o.n), payloads: make([][]byte, o.n), changed: make(chan struct{})}
-	p, err := startProcLines(bin("mosquitto_sub"), args, s.line)
+	p, err := benchkit.StartProc(bin("mosquitto_sub"), args, s.line)
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +382,7 @@ func (s *sub) line(at time.Time, line string) {
 	case topic == s.readyOn:
 		s.ready = true
 	default:
-		if i, ok := tokenIndex(payload); ok && i < len(s.recv) && s.recv[i].IsZero() {
+		if i, ok := benchkit.TokenIndex(payload); ok && i < len(s.recv) && s.recv[i].IsZero() {
 			s.recv[i] = at
 			s.payloads[i] = []byte(payload)
 			s.count++
@@ -430,20 +399,20 @@ func (s *sub) changes() <-chan struct{} {
 }
 
 func (s *sub) waitReady(timeout time.Duration) error {
-	err := waitUntil(timeout, s.changes, func() bool {
+	err := benchkit.WaitUntil(timeout, s.changes, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.ready || s.p.exited()
+		return s.ready || s.p.Exited()
 	})
-	if err != nil || s.p.exited() {
-		return fmt.Errorf("mosquitto_sub not subscribed: %v; output: %s", err, s.p.output())
+	if err != nil || s.p.Exited() {
+		return fmt.Errorf("mosquitto_sub not subscribed: %v; output: %s", err, s.p.Output())
 	}
 	return nil
 }
 
 // wait waits (at most timeout) for n messages and returns what arrived.
 func (s *sub) wait(n int, timeout time.Duration) ([]time.Time, [][]byte) {
-	_ = waitUntil(timeout, s.changes, func() bool {
+	_ = benchkit.WaitUntil(timeout, s.changes, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.count >= n
@@ -453,220 +422,20 @@ func (s *sub) wait(n int, timeout time.Duration) ([]time.Time, [][]byte) {
 	return slices.Clone(s.recv), slices.Clone(s.payloads)
 }
 
-func (s *sub) stop(timeout time.Duration) { s.p.stop(timeout) }
+func (s *sub) stop(timeout time.Duration) { s.p.Stop(timeout) }
 
 // --- the daemon's memory ---
 
-type rssResult struct {
-	maxRSS, finalRSS, hwm int64 // bytes
-	samples               int
-}
-
-func benchRSS(o options, tmp string) (*rssResult, error) {
-	root, err := moduleRoot()
+func benchRSS(o options, tmp string) (benchkit.RSS, error) {
+	exe, err := benchkit.BuildDaemon(tmp)
 	if err != nil {
-		return nil, err
+		return benchkit.RSS{}, err
 	}
-	exe := filepath.Join(tmp, "sovereign-bridge")
-	build := exec.Command("go", "build", "-o", exe, "./cmd/sovereign-bridge")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	readyCh := make(chan struct{})
-	var once sync.Once
-	d, err := startProcLines(exe, []string{"--device", "sim", "--mqtt-listen", "127.0.0.1:0", "--state-dir", filepath.Join(tmp, "daemon-state")},
-		func(_ time.Time, line string) {
-			if strings.Contains(line, "radio ready") {
-				once.Do(func() { close(readyCh) })
-			}
-		})
-	if err != nil {
-		return nil, err
-	}
-	defer d.stop(o.timeout)
-	select {
-	case <-readyCh:
-	case <-d.done:
-		return nil, fmt.Errorf("daemon exited: %s", d.output())
-	case <-time.After(o.timeout):
-		return nil, fmt.Errorf("daemon not ready within %v: %s", o.timeout, d.output())
-	}
-
-	res := &rssResult{}
-	sample := func() error {
-		rss, hwm, err := procStatus(d.cmd.Process.Pid)
-		if err != nil {
-			return err
-		}
-		res.samples++
-		res.maxRSS = max(res.maxRSS, rss)
-		res.finalRSS, res.hwm = rss, hwm
-		return nil
-	}
-	end := time.After(o.rssDuration)
-	tick := time.NewTicker(o.rssSample)
-	defer tick.Stop()
-	for {
-		if err := sample(); err != nil {
-			return nil, fmt.Errorf("sampling the daemon: %v; output: %s", err, d.output())
-		}
-		select {
-		case <-end:
-			return res, sample()
-		case <-d.done:
-			return nil, fmt.Errorf("daemon exited during the run: %s", d.output())
-		case <-tick.C:
-		}
-	}
-}
-
-// procStatus reads VmRSS and VmHWM (in bytes) of a process.
-func procStatus(pid int) (rss, hwm int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for l := range strings.Lines(string(b)) {
-		f := strings.Fields(l)
-		if len(f) != 3 || f[2] != "kB" {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = v * 1024
-		case "VmHWM:":
-			hwm = v * 1024
-		}
-	}
-	if rss == 0 {
-		return 0, 0, errors.New("no VmRSS in /proc status")
-	}
-	return rss, hwm, nil
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the module: run from the repository root")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-// --- processes ---
-
-// proc is a child process whose output lines go to a callback and are kept
-// (the last few) for error messages.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the process has exited and its output is read
-
-	mu   sync.Mutex
-	tail []string
-}
-
-func startProc(name string, args ...string) (*proc, error) {
-	return startProcLines(name, args, nil)
-}
-
-func startProcLines(name string, args []string, onLine func(time.Time, string)) (*proc, error) {
-	p := &proc{cmd: exec.Command(name, args...), done: make(chan struct{})}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	p.cmd.Stdout, p.cmd.Stderr = pw, pw
-	if err := p.cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	pw.Close()
-	go func() {
-		defer close(p.done)
-		p.read(pr, onLine)
-		pr.Close()
-		_ = p.cmd.Wait()
-	}()
-	return p, nil
-}
-
-func (p *proc) read(r io.Reader, onLine func(time.Time, string)) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		at := time.Now()
-		if onLine != nil {
-			onLine(at, sc.Text())
-		}
-		p.mu.Lock()
-		p.tail = append(p.tail, sc.Text())
-		if len(p.tail) > 20 {
-			p.tail = p.tail[1:]
-		}
-		p.mu.Unlock()
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.tail, "\n")
-}
-
-// stop sends SIGTERM, and SIGKILL if the process is still there after timeout.
-func (p *proc) stop(timeout time.Duration) {
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	cmd := exec.Command(exe, "--device", "sim", "--mqtt-listen", "127.0.0.1:0", "--state-dir", filepath.Join(tmp, "daemon-state"))
+	return benchkit.MeasureRSS(cmd, "radio ready", o.timeout, o.rssDuration, o.rssSample)
 }
 
 // --- helpers ---
-
-// waitUntil waits until cond holds, re-checking whenever changed (if set)
-// fires and at least every 10 ms, for at most timeout.
-func waitUntil(timeout time.Duration, changed func() <-chan struct{}, cond func() bool) error {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	poll := time.NewTicker(10 * time.Millisecond)
-	defer poll.Stop()
-	for {
-		var ch <-chan struct{}
-		if changed != nil {
-			ch = changed()
-		}
-		if cond() {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-poll.C:
-		case <-deadline.C:
-			return fmt.Errorf("not within %v", timeout)
-		}
-	}
-}
 
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -688,37 +457,4 @@ func mosquittoVersion() string {
 	out, _ := exec.Command(bin("mosquitto"), "-h").CombinedOutput()
 	first, _, _ := strings.Cut(string(out), "\n")
 	return strings.TrimSpace(first)
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "?"
-	}
-	for l := range strings.Lines(string(b)) {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
-}
-
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r == '-' || r == '=' || r == '.' || r == '/' || r == ':' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
-
-func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-
-func ratio(a, b time.Duration) float64 {
-	if b == 0 {
-		return 0
-	}
-	return float64(a) / float64(b)
 }
