@@ -60,7 +60,11 @@ type Config struct {
 	// RootCAs verifies the server; nil uses the system roots (and
 	// SSL_CERT_FILE).
 	RootCAs *x509.CertPool
-	Rooms   []Room
+	// ChannelBinding offers SCRAM-*-PLUS first. Off by default: servers
+	// that bind tls-unique under TLS 1.3 (ejabberd before 24.02) refuse
+	// every PLUS login.
+	ChannelBinding bool
+	Rooms          []Room
 
 	// Format renders a mesh text for the room. Placeholders: {name} (long
 	// name, else short name, else node id), {long}, {short}, {id}, {text},

@@ -38,12 +38,16 @@ func (g *Gateway) connect(ctx context.Context) (*xmpp.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to XMPP server: %w", err)
 	}
-	// SCRAM without channel binding first: -PLUS variants break against
-	// servers that bind tls-unique under TLS 1.3. PLAIN only ever runs
-	// inside TLS.
+	// SCRAM without channel binding unless asked for: -PLUS variants break
+	// against servers that bind tls-unique under TLS 1.3. PLAIN only ever
+	// runs inside TLS.
+	mechs := []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1, sasl.Plain}
+	if g.cfg.ChannelBinding {
+		mechs = append([]sasl.Mechanism{sasl.ScramSha256Plus, sasl.ScramSha1Plus}, mechs...)
+	}
 	features := []xmpp.StreamFeature{
 		xmpp.StartTLS(g.tlsConfig()),
-		xmpp.SASL("", g.cfg.Password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain),
+		xmpp.SASL("", g.cfg.Password, mechs...),
 		xmpp.BindResource(),
 	}
 	s, err := xmpp.NewSession(ctx, domain, g.cfg.JID.Bare(), conn, 0, xmpp.NewNegotiator(func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {

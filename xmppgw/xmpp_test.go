@@ -197,6 +197,19 @@ func TestMeshAndRoom(t *testing.T) {
 
 func strip(s string) string { return strings.Join(strings.Fields(s), "") }
 
+// With channel binding asked for, the login uses SCRAM-SHA-1-PLUS where the
+// server offers it (Prosody does under TLS 1.2) and plain SCRAM otherwise.
+func TestChannelBinding(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.ChannelBinding = true })
+	meshToRoom(t, br, alice, "bound")
+}
+
 // Kicked, the bridge rejoins after a pause and bridges again.
 func TestKickRejoin(t *testing.T) {
 	srv, room := startServer(t)

@@ -49,6 +49,7 @@ type Config struct {
 	XMPPServer   string
 	XMPPFormat   string
 	XMPPMaxParts int
+	XMPPBinding  bool
 	DMJID        string
 	// Rooms are extra channel <-> room pairs from the config file.
 	Rooms []RoomConfig
@@ -117,6 +118,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.XMPPServer, []string{"xmpp-server"}, "", "XMPP server `host:port` (skips the SRV lookup)")
 	str(&c.XMPPFormat, []string{"xmpp-format"}, "{name}: {text}", "how mesh texts appear in the room: {name} {long} {short} {id} {channel} {text}")
 	fs.IntVar(&c.XMPPMaxParts, "xmpp-max-parts", 4, "most mesh packets one room message may become (longer ones are refused with a reply)")
+	fs.BoolVar(&c.XMPPBinding, "xmpp-channel-binding", false, "offer SCRAM-*-PLUS (TLS channel binding) first; breaks on ejabberd before 24.02")
 	str(&c.DMJID, []string{"dm-jid"}, "", "`JID` that receives direct messages sent to the radio (default: not forwarded)")
 
 	if err := fs.Parse(args); err != nil {
@@ -257,6 +259,7 @@ func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config
 		return xc, fmt.Errorf("-j %q: %v", c.JID, err)
 	}
 	xc.JID, xc.Server, xc.Format, xc.MaxChunks = j, c.XMPPServer, c.XMPPFormat, c.XMPPMaxParts
+	xc.ChannelBinding = c.XMPPBinding
 	xc.Password = c.Password.Reveal()
 	if c.PasswordFile != "" {
 		b, err := readFile(c.PasswordFile)
