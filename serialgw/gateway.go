@@ -98,6 +98,9 @@ type Gateway struct {
 
 	proxyOut chan *meshpb.MqttClientProxyMessage // broker -> radio in client proxy mode
 
+	up       atomic.Bool  // a session has completed its handshake
+	lastTick atomic.Int64 // unix nanos of the last pass of the main loop, for the watchdog
+
 	mu      sync.Mutex
 	radio   *radioState // the radio as of the last completed handshake
 	root    string
@@ -157,6 +160,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	backoff := g.cfg.BackoffMin
 	var lastErr string
 	for {
+		g.tick()
 		conn, name, err := g.cfg.Device.open(ctx)
 		if ctx.Err() != nil {
 			if conn != nil {
@@ -178,6 +182,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.log.Info("radio port open", "device", name)
 			s := newSession(g, conn, name)
 			up, err := s.run(ctx)
+			g.up.Store(false)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -190,10 +195,36 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(backoff*2, g.cfg.BackoffMax)
+		if !sleep(ctx, wait, g.tick) {
+			return nil
+		}
+	}
+}
+
+// tick records that the main loop is making progress.
+func (g *Gateway) tick() { g.lastTick.Store(time.Now().UnixNano()) }
+
+// LastProgress is when the radio link's loop last made progress; a loop
+// that stops progressing is wedged, whatever the radio is doing.
+func (g *Gateway) LastProgress() time.Time { return time.Unix(0, g.lastTick.Load()) }
+
+// Up reports whether the radio is connected and has completed its handshake.
+func (g *Gateway) Up() bool { return g.up.Load() }
+
+// sleep waits d or until ctx ends (false), calling tick every second.
+func sleep(ctx context.Context, d time.Duration, tick func()) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
+	for {
+		tick()
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
+			return false
+		case <-t.C:
+			return true
+		case <-beat.C:
 		}
 	}
 }
@@ -265,6 +296,7 @@ func (g *Gateway) onHandshake(r *radioState) {
 	g.mu.Unlock()
 
 	g.publishJSON(topics.BridgeRadio, r.info(root), true)
+	g.up.Store(true)
 	g.publishStatus("online", "")
 	g.log.Info("radio ready", "node", r.gatewayID(), "name", r.self.GetLongName(), "firmware", r.firmware,
 		"region", r.region(), "preset", r.presetName(), "root", root, "client_proxy", r.proxyActive(), "queued", g.tx.len())

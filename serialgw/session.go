@@ -125,6 +125,7 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 			}
 
 		case now := <-tick.C:
+			s.g.tick()
 			switch {
 			case !s.up && now.After(s.deadline):
 				s.attempts++
@@ -342,6 +343,7 @@ func (s *session) handle(ctx context.Context, m *meshpb.FromRadio) error {
 		s.up, s.attempts = true, 0
 		s.g.onHandshake(r)
 	case *meshpb.FromRadio_Rebooted:
+		s.g.up.Store(false)
 		s.log.Warn("radio rebooted; handshaking again")
 		return s.startHandshake(ctx)
 	case *meshpb.FromRadio_QueueStatus:

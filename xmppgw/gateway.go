@@ -46,6 +46,9 @@ type Gateway struct {
 	toRoom  chan outbound // mesh texts for the rooms
 	notices chan notice   // the bridge's own words to a room
 
+	connected atomic.Bool
+	lastTick  atomic.Int64 // unix nanos of the last pass of the session loop
+
 	mu       sync.Mutex
 	nodes    map[string]nodeRecord
 	radioID  string
@@ -135,8 +138,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	backoff := g.cfg.BackoffMin
 	var lastErr string
 	for {
+		g.tick()
 		start := time.Now()
 		err := g.session(ctx, rooms)
+		g.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -156,13 +161,32 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(backoff*2, g.cfg.BackoffMax)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
+		t := time.NewTimer(wait)
+		beat := time.NewTicker(time.Second)
+	waiting:
+		for {
+			g.tick()
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				beat.Stop()
+				return nil
+			case <-t.C:
+				break waiting
+			case <-beat.C:
+			}
 		}
+		beat.Stop()
 	}
 }
+
+func (g *Gateway) tick() { g.lastTick.Store(time.Now().UnixNano()) }
+
+// LastProgress is when the gateway's loop last made progress.
+func (g *Gateway) LastProgress() time.Time { return time.Unix(0, g.lastTick.Load()) }
+
+// Connected reports whether the XMPP session is up.
+func (g *Gateway) Connected() bool { return g.connected.Load() }
 
 // onMeshRX takes a packet heard on the mesh. It runs on the publisher's
 // goroutine: decide, queue, return.

@@ -63,6 +63,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 		return err
 	}
 	g.Stats.Connects.Add(1)
+	g.connected.Store(true)
 	g.log.Info("XMPP connected", "jid", s.LocalAddr().String())
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -169,6 +170,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 				return err
 			}
 		case now := <-tick.C:
+			g.tick()
 			if !pinging && now.Sub(lastPing) >= g.cfg.PingInterval {
 				lastPing, pinging = now, true
 				go g.keepalive(ctx, s, pingFailed, pingDone)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,4 +216,83 @@ func TestXMPP(t *testing.T) {
 	if strings.Contains(logs.String(), "bridge-pw") {
 		t.Error("the password appears in the logs")
 	}
+}
+
+var metricsRE = regexp.MustCompile(`metrics and health listening.*addr=(\S+)`)
+
+// Under systemd: READY once running, WATCHDOG while the loops make
+// progress, STOPPING on the way out; /healthz and /metrics on request.
+func TestSystemdAndMetrics(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var mu sync.Mutex
+	var notes []string
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			notes = append(notes, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	noted := func(s string) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, n := range notes {
+				if strings.Contains(n, s) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+
+	cmd := exec.Command(binary, "--device", "sim", "--mqtt-listen", "off", "--metrics-listen", "127.0.0.1:0", "--state-dir", t.TempDir())
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=500000")
+	logs := &safeBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	testutil.Eventually(t, 20*time.Second, noted("READY=1"), "no READY=1")
+	testutil.Eventually(t, 20*time.Second, noted("WATCHDOG=1"), "no WATCHDOG=1")
+
+	var addr string
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		m := metricsRE.FindStringSubmatch(logs.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	}, "no metrics listening line\n%s", logs)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		code, body := get("/healthz")
+		return code == 200 && strings.Contains(body, `"radio":"up"`) && strings.Contains(body, `"xmpp":"off"`)
+	}, "healthz never reported the radio up")
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "sovereign_bridge_handshakes_total 1") ||
+		!strings.Contains(body, `sovereign_bridge_up{side="radio"} 1`) {
+		t.Errorf("metrics: %d\n%s", code, body)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	testutil.Eventually(t, 10*time.Second, noted("STOPPING=1"), "no STOPPING=1")
 }

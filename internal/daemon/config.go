@@ -39,6 +39,8 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	ShowVersion     bool
+	MetricsListen   string
+	MetricsRemote   bool
 
 	// The XMPP side.
 	JID          string
@@ -109,6 +111,8 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.LogLevel, []string{"log-level"}, "info", "debug, info, warn or error")
 	str(&c.LogFormat, []string{"log-format"}, "text", "text or json")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	str(&c.MetricsListen, []string{"metrics-listen"}, "off", "HTTP `address` for /metrics (Prometheus) and /healthz, loopback only; off by default")
+	fs.BoolVar(&c.MetricsRemote, "metrics-allow-remote", false, "allow --metrics-listen beyond loopback (the endpoint has no authentication and shows node ids and activity)")
 	str(&c.JID, []string{"j", "jid"}, "", "XMPP `JID` of the bridge account")
 	fs.Var(&c.Password, "p", "XMPP password (visible in the process list: prefer --password-file)")
 	fs.Var(&c.Password, "password", "XMPP password (visible in the process list: prefer --password-file)")

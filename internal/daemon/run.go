@@ -11,6 +11,7 @@ import (
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/ops"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
 	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
@@ -89,7 +90,26 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		return err
 	}
 
+	metrics := ops.NewMetrics()
+	registerMetrics(metrics, gw, xg)
+	health := func() ops.Health {
+		h := ops.Health{Radio: ops.StateOf(gw.Up()), XMPP: ops.Off, MQTT: ops.Up}
+		if xg != nil {
+			h.XMPP = ops.StateOf(xg.Connected())
+		}
+		return h
+	}
+	opsSrv, err := ops.NewServer(ops.ServerConfig{Listen: c.MetricsListen, AllowRemote: c.MetricsRemote, Metrics: metrics, Health: health, Log: log})
+	if err != nil {
+		return usageErr("--metrics-listen: %v", err)
+	}
+	if opsSrv != nil {
+		log.Info("metrics and health listening", "addr", opsSrv.Addr().String())
+	}
+	notifier := ops.NewNotifier(log)
+
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return opsSrv.Run(ctx) })
 	var dev serialgw.Device
 	if c.Device == DeviceSim {
 		info.Radio = meshsim.New(meshsim.Demo())
@@ -110,8 +130,55 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	if xg != nil {
 		g.Go(func() error { return xg.Run(ctx) })
 	}
+	// systemd: ready once the broker listens and the gateways run; the
+	// watchdog is petted only while every gateway's loop makes progress, so
+	// a wedged loop gets the daemon restarted (an absent radio does not).
+	alive := func() bool {
+		const stall = 30 * time.Second
+		if time.Since(gw.LastProgress()) > stall {
+			return false
+		}
+		return xg == nil || time.Since(xg.LastProgress()) <= stall
+	}
+	g.Go(func() error { notifier.Watchdog(ctx, alive); return nil })
+	_ = notifier.Ready("bridging")
+	defer func() { _ = notifier.Stopping() }()
 	if ready != nil {
 		ready(info)
 	}
 	return g.Wait()
+}
+
+// registerMetrics exposes the gateways' counters.
+func registerMetrics(m *ops.Metrics, gw *serialgw.Gateway, xg *xmppgw.Gateway) {
+	st := &gw.Stats
+	m.Counter("radio_frames_in_total", "Frames read from the radio.", nil, st.FramesIn.Load)
+	m.Counter("radio_frames_dropped_total", "Frames dropped, by reason.", ops.Labels{"reason": "undecodable"}, st.FramesRejected.Load)
+	m.Counter("radio_frames_dropped_total", "Frames dropped, by reason.", ops.Labels{"reason": "oversize"}, st.FramesOversize.Load)
+	m.Counter("radio_log_lines_total", "Lines of console text from the radio.", nil, st.LogLines.Load)
+	m.Counter("mesh_packets_in_total", "Packets heard by the radio.", nil, st.PacketsIn.Load)
+	m.Counter("dedupe_hits_total", "Packets dropped as already seen.", ops.Labels{"side": "mesh"}, st.Duplicates.Load)
+	m.Counter("mesh_packets_out_total", "Packets the radio accepted for sending.", nil, st.Sent.Load)
+	m.Counter("mesh_send_failures_total", "Send requests refused or NAKed.", nil, st.SendFailed.Load)
+	m.Counter("mqtt_downlink_rejected_total", "Downlink messages refused.", nil, st.DownlinkRejected.Load)
+	m.Counter("handshakes_total", "Configuration handshakes with the radio.", nil, st.Handshakes.Load)
+	m.Counter("reconnects_total", "Times a link was lost.", ops.Labels{"side": "radio"}, st.Reconnects.Load)
+	m.Gauge("queue_depth", "Messages waiting to be sent.", ops.Labels{"side": "radio"}, func() float64 { return float64(gw.QueueLen()) })
+	m.Gauge("up", "Whether a side is connected (1) or not (0).", ops.Labels{"side": "radio"}, func() float64 { return boolFloat(gw.Up()) })
+	if xg == nil {
+		return
+	}
+	xs := &xg.Stats
+	m.Counter("muc_messages_in_total", "Room messages sent on to the mesh.", nil, xs.RoomToMesh.Load)
+	m.Counter("muc_messages_out_total", "Mesh texts posted to rooms.", nil, xs.MeshToRoom.Load)
+	m.Counter("muc_refused_total", "Room messages the mesh did not take, told to the room.", nil, xs.Refused.Load)
+	m.Counter("reconnects_total", "Times a link was lost.", ops.Labels{"side": "xmpp"}, xs.Disconnects.Load)
+	m.Gauge("up", "Whether a side is connected (1) or not (0).", ops.Labels{"side": "xmpp"}, func() float64 { return boolFloat(xg.Connected()) })
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
