@@ -51,9 +51,16 @@ type Config struct {
 	ReplyTimeout      time.Duration // how long a heartbeat may go unanswered
 	HandshakeTimeout  time.Duration // per want_config attempt
 	SendTimeout       time.Duration // wait for the radio's QueueStatus for a packet
-	BackoffMin        time.Duration
-	BackoffMax        time.Duration
-	QueueLimit        int
+	// AirtimeShare is the share of the region's duty cycle that bridged
+	// packets may use (EU_868 allows 10 % of an hour for everything a node
+	// sends; 0.5 leaves half of it to the node's own traffic and relaying).
+	AirtimeShare float64
+	// AirtimeWindow is the rolling window of the duty cycle: an hour, as
+	// the firmware counts it.
+	AirtimeWindow time.Duration
+	BackoffMin    time.Duration
+	BackoffMax    time.Duration
+	QueueLimit    int
 }
 
 // Defaults fills in unset durations and limits.
@@ -73,6 +80,10 @@ func (c *Config) Defaults() {
 	if c.QueueLimit == 0 {
 		c.QueueLimit = 200
 	}
+	if c.AirtimeShare == 0 {
+		c.AirtimeShare = 0.5
+	}
+	def(&c.AirtimeWindow, time.Hour)
 }
 
 // Stats are the radio link's counters.
@@ -92,6 +103,7 @@ type Gateway struct {
 
 	tx    *txQueue
 	pace  *pacer
+	air   airtime // used only by the session loop
 	ids   idGen
 	seen  *dedupe
 	nodes *nodeDB
@@ -262,6 +274,7 @@ func (g *Gateway) currentRadio() (*radioState, string) {
 // radio's state and (re)subscribes what depends on the radio's config.
 func (g *Gateway) onHandshake(r *radioState) {
 	root := topics.Root(g.cfg.Root, r.region())
+	g.air.configure(r.lora, g.cfg.AirtimeWindow, g.cfg.AirtimeShare)
 	g.dropRadioSubscriptions()
 	g.mu.Lock()
 	g.radio, g.root, g.upSince = r, root, time.Now()

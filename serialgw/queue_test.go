@@ -12,7 +12,7 @@ func TestPacer(t *testing.T) {
 	p := newPacer(2500 * time.Millisecond)
 	t0 := time.Unix(1000, 0)
 	text, pos := meshpb.PortNum_TEXT_MESSAGE_APP, meshpb.PortNum_POSITION_APP
-	if w := p.wait(text, t0); w != 0 {
+	if w := p.wait(text, t0, 1); w != 0 {
 		t.Errorf("first text waits %v", w)
 	}
 	p.sent(text, t0)
@@ -29,12 +29,15 @@ func TestPacer(t *testing.T) {
 		{meshpb.PortNum_ROUTING_APP, 0, 0},
 	}
 	for _, tt := range tests {
-		if got := p.wait(tt.port, t0.Add(tt.at)); got != tt.want {
+		if got := p.wait(tt.port, t0.Add(tt.at), 1); got != tt.want {
 			t.Errorf("wait(%v, +%v) = %v, want %v", tt.port, tt.at, got, tt.want)
 		}
 	}
+	if got := p.wait(text, t0.Add(2*time.Second), 2); got != 3*time.Second {
+		t.Errorf("a busy channel doubles the spacing: wait %v, want 3s", got)
+	}
 	p.sent(pos, t0)
-	if got := p.wait(pos, t0.Add(10*time.Second)); got != 500*time.Millisecond {
+	if got := p.wait(pos, t0.Add(10*time.Second), 1); got != 500*time.Millisecond {
 		t.Errorf("position 10 s later waits %v, want 500ms", got)
 	}
 }

@@ -213,3 +213,44 @@ func TestClientProxy(t *testing.T) {
 		t.Errorf("proxy downlink = %v", got)
 	}
 }
+
+// Bridged traffic is paced by airtime within its share of the region's duty
+// cycle, so the radio never refuses a packet for it: a burst from the room
+// waits instead. Without the budget (the control case) the same burst runs
+// into the radio's duty-cycle stop. Windows are seconds instead of an hour
+// to keep the test short; the rule is the same.
+func TestAirtimeBudget(t *testing.T) {
+	burst := func(t *testing.T, share float64) (*rig, *results) {
+		r := startRig(t, tcpTransport, func(c *serialgw.Config) {
+			c.TextInterval, c.AirtimeWindow, c.AirtimeShare = 50*time.Millisecond, 3*time.Second, share
+		}, func(c *meshsim.Config) {
+			c.Preset, c.TextRule, c.DutyWindow = meshpb.Config_LoRaConfig_SHORT_TURBO, 40*time.Millisecond, 3*time.Second
+		})
+		res := r.results(t)
+		for i := uint32(1); i <= 10; i++ {
+			r.send(t, i, "", strings.Repeat("x", 80))
+		}
+		for i := uint32(1); i <= 10; i++ {
+			testutil.Eventually(t, wait, func() bool { return len(res.of(i)) >= 1 }, "request %d: no result", i)
+		}
+		return r, res
+	}
+	t.Run("paced", func(t *testing.T) {
+		r, res := burst(t, 0.5)
+		for i := uint32(1); i <= 10; i++ {
+			if got := res.of(i); got[0] != meshpb.Routing_NONE {
+				t.Errorf("request %d: %v", i, got)
+			}
+		}
+		if n := r.radio.DutyLimited(); n != 0 {
+			t.Errorf("radio refused %d packets for its duty cycle", n)
+		}
+		if n := len(r.radio.Received()); n != 10 {
+			t.Errorf("radio received %d of 10", n)
+		}
+	})
+	t.Run("control without a budget", func(t *testing.T) {
+		r, _ := burst(t, 1000) // a share far above the region's limit
+		testutil.Eventually(t, wait, func() bool { return r.radio.DutyLimited() > 0 }, "the radio never hit its duty cycle: the test proves nothing")
+	})
+}

@@ -41,19 +41,20 @@ type session struct {
 	conn io.ReadWriteCloser
 	log  *slog.Logger
 
-	radio      *radioState // being collected by the handshake
-	nonce      uint32
-	up         bool
-	attempts   int
-	deadline   time.Time // of the current handshake attempt
-	lastRx     time.Time
-	queueKnown bool // the radio has sent a QueueStatus: it does flow control
-	noFlowCtl  bool // the radio never confirms packets (old firmware)
-	free       int  // free slots in the radio's TX queue as last reported
-	pending    *inflight
-	sentIDs    map[uint32]*request // recent wire ids, to match routing replies
-	sentOrder  []uint32
-	wbuf       []byte
+	radio         *radioState // being collected by the handshake
+	nonce         uint32
+	up            bool
+	attempts      int
+	deadline      time.Time // of the current handshake attempt
+	lastRx        time.Time
+	queueKnown    bool // the radio has sent a QueueStatus: it does flow control
+	noFlowCtl     bool // the radio never confirms packets (old firmware)
+	airWaitLogged bool
+	free          int // free slots in the radio's TX queue as last reported
+	pending       *inflight
+	sentIDs       map[uint32]*request // recent wire ids, to match routing replies
+	sentOrder     []uint32
+	wbuf          []byte
 }
 
 func newSession(g *Gateway, conn io.ReadWriteCloser, name string) *session {
@@ -429,10 +430,24 @@ func (s *session) trySend(pace *time.Timer) error {
 		return s.trySend(pace)
 	}
 	now := time.Now()
-	if w := s.g.pace.wait(req.data.GetPortnum(), now); w > 0 {
+	if w := s.g.pace.wait(req.data.GetPortnum(), now, s.g.air.slowdown()); w > 0 {
 		pace.Reset(w)
 		return nil
 	}
+	cost := s.g.air.cost(req.data)
+	if w := s.g.air.wait(now, cost); w == mesh.NeverFits {
+		s.g.tx.pop()
+		s.g.refuse(req, meshpb.Routing_DUTY_CYCLE_LIMIT, fmt.Errorf("a packet of %v on air can never fit the airtime budget", cost))
+		return s.trySend(pace)
+	} else if w > 0 {
+		if !s.airWaitLogged {
+			s.log.Info("airtime budget used up for now; holding packets", "wait", w.Round(time.Second), "queued", s.g.tx.len())
+			s.airWaitLogged = true
+		}
+		pace.Reset(w)
+		return nil
+	}
+	s.airWaitLogged = false
 	s.g.tx.pop()
 	if req.wireID == 0 {
 		req.wireID = s.g.ids.next()
@@ -447,6 +462,7 @@ func (s *session) trySend(pace *time.Timer) error {
 		return err
 	}
 	s.g.pace.sent(req.data.GetPortnum(), now)
+	s.g.air.spend(now, cost)
 	s.remember(wireID, req)
 	s.log.Debug("packet to radio", "id", wireID, "port", req.data.GetPortnum().String(), "to", mesh.NodeID(req.to),
 		"channel", req.channel, "origin", req.origin, "waited", now.Sub(req.queued).Round(time.Millisecond))

@@ -119,13 +119,14 @@ func newPacer(textInterval time.Duration) *pacer {
 	}
 }
 
-// wait is how long a packet on port must still wait.
-func (p *pacer) wait(port meshpb.PortNum, now time.Time) time.Duration {
+// wait is how long a packet on port must still wait, with the spacing
+// stretched by factor (a busy channel).
+func (p *pacer) wait(port meshpb.PortNum, now time.Time, factor float64) time.Duration {
 	last, ok := p.last[port]
 	if !ok {
 		return 0
 	}
-	return max(0, last.Add(p.min[port]).Sub(now))
+	return max(0, last.Add(time.Duration(float64(p.min[port])*factor)).Sub(now))
 }
 
 func (p *pacer) sent(port meshpb.PortNum, now time.Time) { p.last[port] = now }

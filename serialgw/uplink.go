@@ -109,6 +109,12 @@ func encryptPacket(p *meshpb.MeshPacket, channel string, key []byte) (*meshpb.Me
 
 // learn keeps the node database current from what nodes send.
 func (s *session) learn(p *meshpb.MeshPacket, d *meshpb.Data) {
+	if d.GetPortnum() == meshpb.PortNum_TELEMETRY_APP && p.GetFrom() == s.radio.myNum {
+		var tel meshpb.Telemetry
+		if proto.Unmarshal(d.GetPayload(), &tel) == nil && tel.GetDeviceMetrics() != nil {
+			s.g.air.observe(tel.GetDeviceMetrics())
+		}
+	}
 	var user *meshpb.User
 	if d.GetPortnum() == meshpb.PortNum_NODEINFO_APP {
 		user = new(meshpb.User)

@@ -51,6 +51,10 @@ type Config struct {
 	// NoQueueStatus behaves like firmware older than flow control: no
 	// QueueStatus is ever sent.
 	NoQueueStatus bool
+	// DutyWindow is the rolling window of the region's duty cycle, an hour
+	// on the real firmware; a packet that would exceed the region's share of
+	// it is refused with DUTY_CYCLE_LIMIT.
+	DutyWindow time.Duration
 }
 
 // Demo is the configuration `--device sim` runs with.
@@ -83,6 +87,9 @@ type Radio struct {
 	rebootCount uint32
 	proxyIn     []*meshpb.MqttClientProxyMessage // client proxy downlink received
 	ignoreCfg   int                              // want_config requests still to ignore
+	duty        *mesh.AirtimeBudget
+	params      mesh.LoRaParams
+	dutyLimited int
 }
 
 // New makes a simulated radio.
@@ -90,7 +97,12 @@ func New(cfg Config) *Radio {
 	if cfg.HopLimit == 0 {
 		cfg.HopLimit = 3
 	}
-	return &Radio{cfg: cfg, changed: make(chan struct{})}
+	if cfg.DutyWindow == 0 {
+		cfg.DutyWindow = time.Hour
+	}
+	params, _ := mesh.LoRaParamsOf(&meshpb.Config_LoRaConfig{UsePreset: true, ModemPreset: cfg.Preset, Region: cfg.Region})
+	allowance := time.Duration(float64(cfg.DutyWindow) * mesh.DutyCycle(cfg.Region))
+	return &Radio{cfg: cfg, changed: make(chan struct{}), params: params, duty: mesh.NewAirtimeBudget(cfg.DutyWindow, allowance)}
 }
 
 // Config returns the radio's configuration.
@@ -270,6 +282,25 @@ func (r *Radio) onPacket(c *conn, p *meshpb.MeshPacket) error {
 			return c.writeMsg(packetMsg(r.routingReply(p.GetId(), meshpb.Routing_RATE_LIMIT_EXCEEDED)))
 		}
 	}
+	// The firmware's hard duty-cycle stop: a packet that would take the
+	// hour's transmit time over the region's limit is aborted.
+	now := time.Now()
+	cost := mesh.TimeOnAir(r.params, 16+proto.Size(p.GetDecoded())+2)
+	r.mu.Lock()
+	overBudget := r.duty.Wait(now, cost) > 0
+	if overBudget {
+		r.dutyLimited++
+		r.notify()
+	} else {
+		r.duty.Spend(now, cost)
+	}
+	r.mu.Unlock()
+	if overBudget {
+		if err := c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: qs}}); err != nil {
+			return err
+		}
+		return c.writeMsg(packetMsg(r.routingReply(p.GetId(), meshpb.Routing_DUTY_CYCLE_LIMIT)))
+	}
 	r.mu.Lock()
 	cp := proto.CloneOf(p)
 	cp.From = r.cfg.NodeNum // the firmware overwrites from
@@ -430,6 +461,13 @@ func (r *Radio) RateLimited() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.rateLimited
+}
+
+// DutyLimited counts packets refused under the duty-cycle limit.
+func (r *Radio) DutyLimited() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dutyLimited
 }
 
 // Handshakes counts completed configuration requests.
