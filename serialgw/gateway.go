@@ -45,6 +45,9 @@ type Config struct {
 	RespectOKToMQTT bool
 	// StateDir keeps the node database; empty keeps nothing.
 	StateDir string
+	// Spool keeps the transmit queue and the heard packets across
+	// restarts; nil keeps them in memory only.
+	Spool Spool
 
 	TextInterval      time.Duration // spacing of text packets, at least 2 s for the firmware
 	HeartbeatInterval time.Duration // well inside the firmware's 15-minute idle timeout
@@ -143,6 +146,9 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 
 // Run connects to the radio and keeps it connected until ctx ends.
 func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.restore(); err != nil {
+		return err
+	}
 	unsub, err := g.bus.Subscribe(topics.MeshTX, g.onMeshTX)
 	if err != nil {
 		return err
@@ -373,6 +379,22 @@ func (g *Gateway) enqueue(r *request) error {
 		return fmt.Errorf("%w: admin packets are not bridged", errRefused)
 	}
 	r.queued = time.Now()
+	if r.wireID == 0 {
+		// Chosen now and kept with the request, so a resend after a crash
+		// is recognisably the same packet.
+		r.wireID = g.ids.next()
+	}
+	if g.tx.len() >= g.cfg.QueueLimit {
+		return errQueueFull
+	}
+	dup, err := g.persist(r)
+	if err != nil {
+		return err
+	}
+	if dup {
+		g.log.Debug("send request already accepted before; ignored", "origin", r.origin, "request", r.id)
+		return nil
+	}
 	return g.tx.push(r)
 }
 
@@ -425,6 +447,7 @@ func (g *Gateway) refuse(r *request, reason meshpb.Routing_Error, err error) {
 // publishResult reports a request's outcome on topics.MeshResult as a
 // routing packet whose request_id is the request's id.
 func (g *Gateway) publishResult(r *request, reason meshpb.Routing_Error) {
+	g.done(r)
 	routing, _ := proto.Marshal(&meshpb.Routing{Variant: &meshpb.Routing_ErrorReason{ErrorReason: reason}})
 	var from uint32
 	if radio, _ := g.currentRadio(); radio != nil {

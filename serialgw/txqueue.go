@@ -31,6 +31,7 @@ type request struct {
 	// for a resend, so a packet the radio took before the link dropped is
 	// recognised (by the firmware and by every node) as the same packet.
 	wireID uint32
+	seq    uint64 // in the spool; 0 when not spooled
 }
 
 var errQueueFull = errors.New("transmit queue full")
@@ -66,6 +67,15 @@ func (q *txQueue) push(r *request) error {
 	q.mu.Unlock()
 	q.notify()
 	return nil
+}
+
+// restore appends a request from the spool, ignoring the limit: it was
+// accepted before.
+func (q *txQueue) restore(r *request) {
+	q.mu.Lock()
+	q.items = append(q.items, r)
+	q.mu.Unlock()
+	q.notify()
 }
 
 // pushFront puts back a request whose send did not complete.

@@ -16,7 +16,7 @@ import (
 func (s *session) onPacket(p *meshpb.MeshPacket) {
 	g := s.g
 	g.Stats.PacketsIn.Add(1)
-	if p.GetId() != 0 && g.seen.seen(p.GetFrom(), p.GetId(), time.Now()) {
+	if p.GetId() != 0 && g.heardBefore(p.GetFrom(), p.GetId(), time.Now()) {
 		g.Stats.Duplicates.Add(1)
 		s.log.Debug("duplicate packet dropped", "from", mesh.NodeID(p.GetFrom()), "id", p.GetId())
 		return

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -12,6 +13,7 @@ import (
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/ops"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
 	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
@@ -41,6 +43,11 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		return fmt.Errorf("state directory: %w", err)
 	}
 	var info Info
+	store, err := spool.Open(filepath.Join(c.StateDir, "spool.db"), spool.Options{})
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	defer store.Close()
 
 	var b bus
 	if c.MQTTBroker != "" {
@@ -83,7 +90,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		}
 	}
 	gw, err := serialgw.New(serialgw.Config{
-		Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: c.StateDir,
+		Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: c.StateDir, Spool: store,
 		TextInterval: c.TextInterval, RespectOKToMQTT: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
 	}, b, log)
 	if err != nil {
