@@ -24,11 +24,24 @@
         default = sovereign-bridge;
       });
 
-      # The module finds the package by itself (pkgs.sovereign-bridge when the
-      # overlay is applied, else built from this flake's source with the
-      # system's nixpkgs).
-      nixosModules.default = ./nixos/module.nix;
-      nixosModules.sovereign-bridge = ./nixos/module.nix;
+      # The NixOS module. Its package: pkgs.sovereign-bridge when the overlay
+      # is applied (built with the system's nixpkgs, which then needs Go
+      # 1.26, i.e. NixOS 26.05 or newer); else this flake's own package,
+      # built with the nixpkgs pinned above, so that a NixOS 25.05 or 25.11
+      # system works too. services.sovereign-bridge.package overrides both.
+      nixosModules.default =
+        { lib, pkgs, ... }:
+        {
+          key = "sovereign-bridge-flake-module";
+          _file = "${toString ./flake.nix}#nixosModules.default";
+          imports = [ ./nixos/module.nix ];
+          services.sovereign-bridge.package = lib.mkDefault (
+            pkgs.sovereign-bridge
+              or self.packages.${pkgs.stdenv.hostPlatform.system}.default
+              or (pkgs.callPackage ./nixos/package.nix { })
+          );
+        };
+      nixosModules.sovereign-bridge = self.nixosModules.default;
 
       devShells = forAllSystems (pkgs: {
         default = import ./shell.nix { inherit pkgs; };
@@ -41,6 +54,41 @@
           inherit pkgs;
           package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
         };
+        # services.sovereign-bridge.settings goes through pkgs.formats.toml:
+        # rooms must come out as an array of tables with integer fields.
+        settings-toml =
+          let
+            file = (pkgs.formats.toml { }).generate "sovereign-bridge-settings.toml" {
+              "xmpp-server" = "xmpp.example.org:5222";
+              "xmpp-max-parts" = 4;
+              "mqtt-encrypt" = false;
+              rooms = [
+                {
+                  jid = "farm@conference.example.org";
+                  channel = "farm";
+                  nick = "farmbot";
+                }
+                {
+                  jid = "ops@conference.example.org";
+                  "channel-index" = 2;
+                }
+              ];
+            };
+          in
+          pkgs.runCommand "sovereign-bridge-settings-toml" { nativeBuildInputs = [ pkgs.python3 ]; } ''
+            cat ${file}
+            python3 - ${file} <<'EOF'
+            import sys, tomllib
+            with open(sys.argv[1], "rb") as f:
+                c = tomllib.load(f)
+            assert c["xmpp-max-parts"] == 4 and c["mqtt-encrypt"] is False, c
+            rooms = c["rooms"]
+            assert isinstance(rooms, list) and len(rooms) == 2, rooms
+            assert rooms[0] == {"jid": "farm@conference.example.org", "channel": "farm", "nick": "farmbot"}, rooms
+            assert rooms[1]["channel-index"] == 2 and type(rooms[1]["channel-index"]) is int, rooms
+            EOF
+            touch $out
+          '';
       });
     };
 }

@@ -13,8 +13,17 @@
 }:
 
 let
-  # go.mod asks for Go 1.26.
-  go = if pkgs.lib.versionAtLeast pkgs.go.version "1.26" then pkgs.go else pkgs.go_1_26;
+  # go.mod asks for Go 1.26: the default Go from nixpkgs 26.05 on, else a
+  # separate go_1_26 where this nixpkgs has one.
+  go =
+    if pkgs.lib.versionAtLeast pkgs.go.version "1.26" then
+      pkgs.go
+    else
+      pkgs.go_1_26 or (throw ''
+        go.mod needs Go 1.26 or newer; this nixpkgs has Go ${pkgs.go.version} and no go_1_26.
+        Use nixpkgs 26.05 or newer: `nix develop` (the flake pins it), or
+        nix-shell -I nixpkgs=channel:nixos-26.05
+      '');
 
   # Builds the checkout the shell was entered from (cached by Go between
   # runs) and runs it with the given arguments.

@@ -28,9 +28,11 @@
 let
   cfg = config.services.sovereign-bridge;
 
-  # The daemon does not speak sd_notify yet. Once it does, set this to true:
-  # the unit becomes Type=notify with WatchdogSec= and NotifyAccess=main.
-  daemonSpeaksNotify = false;
+  # The daemon speaks sd_notify: READY=1 once its broker listens and its
+  # gateways run, WATCHDOG=1 every half interval while its loops make
+  # progress (a wedged loop stops it petting after 30 s, so systemd
+  # restarts it within the minute; a missing radio does not).
+  daemonSpeaksNotify = true;
   watchdogSec = "60s";
 
   settingsFormat = pkgs.formats.toml { };
@@ -63,6 +65,14 @@ let
   };
   clashingKeys = builtins.filter (k: cfg.settings ? ${k}) (builtins.attrNames reservedKeys);
 
+  # Settings the daemon refuses without an XMPP account (exit status 78).
+  xmppOnlyKeys = builtins.filter (k: cfg.settings ? ${k}) [
+    "rooms"
+    "xmpp-server"
+    "dm-jid"
+  ];
+  hasExtraRooms = (cfg.settings.rooms or [ ]) != [ ];
+
   listenParts = lib.splitString ":" cfg.mqtt.listen;
   listenOff = cfg.mqtt.listen == "off";
   listenHost = lib.concatStringsSep ":" (lib.init listenParts);
@@ -84,12 +94,14 @@ let
     ++ lib.optional (cfg.mqtt.credentialsFile != null) (credentialArg "mqtt-credentials" "mqtt-credentials")
     ++ [ (esc "--log-level=${cfg.logLevel}") ]
     ++ lib.optional (cfg.settings != { }) (esc "--config=${configFile}")
-    ++ lib.optionals (cfg.jid != null) [
-      (esc "--jid=${cfg.jid}")
-      (credentialArg "password-file" "xmpp-password")
-      (esc "--room=${toString cfg.room}")
-      (esc "--nick=${cfg.nick}")
-    ];
+    ++ lib.optionals (cfg.jid != null) (
+      [
+        (esc "--jid=${cfg.jid}")
+        (credentialArg "password-file" "xmpp-password")
+      ]
+      ++ lib.optional (cfg.room != null) (esc "--room=${cfg.room}")
+      ++ [ (esc "--nick=${cfg.nick}") ]
+    );
 
   udevRulesPackage = pkgs.writeTextFile {
     name = "sovereign-bridge-udev-rules";
@@ -131,6 +143,10 @@ in
         (LoadCredential=), so the password is never in the Nix store, the
         unit file, the environment or the process list. Must be a string
         path outside the Nix store; sops-nix and agenix paths are fine.
+        A file made by hand belongs on persistent storage, for example
+        `/etc/sovereign-bridge/xmpp-password` (owner root, mode 0600):
+        `/run` is emptied at every boot. While the file is missing the
+        service fails to start and is retried every 10 seconds.
       '';
     };
 
@@ -138,7 +154,11 @@ in
       type = lib.types.nullOr lib.types.str;
       default = null;
       example = "your_room@conference.xmpp.org";
-      description = "JID of the multi-user chat room the bridge joins.";
+      description = ''
+        JID of the multi-user chat room the bridge joins, for the mesh's
+        primary channel. Further rooms, for other channels, go into
+        {option}`services.sovereign-bridge.settings` as `rooms`.
+      '';
     };
 
     nick = lib.mkOption {
@@ -161,9 +181,10 @@ in
         built-in simulated radio.
 
         The unit may open USB serial devices only (ttyUSB, ttyACM). For a
-        radio on another kind of serial port add it, for example
-        `systemd.services.sovereign-bridge.serviceConfig.DeviceAllow = [ "char-ttyAMA rw" ];`
-        for the Raspberry Pi's GPIO UART.
+        radio on another kind of serial port allow that as well (the lists
+        add up), for example for the Raspberry Pi's GPIO UART (ttyAMA0, or
+        ttyS0 on a Pi 3 with Bluetooth on):
+        `systemd.services.sovereign-bridge.serviceConfig.DeviceAllow = [ "char-ttyAMA rw" "char-ttyS rw" ];`
       '';
     };
 
@@ -245,14 +266,22 @@ in
           "mqtt-root" = "msh/EU_868";
           "log-format" = "json";
           "xmpp-server" = "xmpp.example.org:5222";
+          "xmpp-format" = "[{short}] {long}: {text}";
+          # More rooms, by channel name or index (TOML [[rooms]] tables).
+          rooms = [
+            { jid = "farm@conference.example.org"; channel = "farm"; nick = "farmbot"; }
+            { jid = "ops@conference.example.org"; "channel-index" = 2; }
+          ];
         }
       '';
       description = ''
         Further daemon settings, written to a TOML file passed with
         `--config`. The keys are the daemon's long flag names (see
         `sovereign-bridge --help`), so new daemon options need no module
-        change. Options the module sets itself (device, mqtt-listen,
-        log-level, jid, room, nick, the password) are not allowed here.
+        change; `rooms` is a list of attribute sets (`jid`, `nick`,
+        `channel`, `channel-index`), one per extra room. Options the module
+        sets itself (device, mqtt-listen, mqtt-credentials, log-level,
+        state-dir, jid, room, nick, the password) are not allowed here.
         Never put secrets here: this file is in the world-readable Nix store.
       '';
     };
@@ -265,12 +294,16 @@ in
         message = "services.sovereign-bridge.passwordFile must be set when services.sovereign-bridge.jid is set.";
       }
       {
-        assertion = cfg.jid != null -> cfg.room != null;
-        message = "services.sovereign-bridge.room must be set when services.sovereign-bridge.jid is set.";
+        assertion = cfg.jid != null -> (cfg.room != null || hasExtraRooms);
+        message = "services.sovereign-bridge.room (or settings.rooms) must be set when services.sovereign-bridge.jid is set.";
       }
       {
         assertion = cfg.room != null -> cfg.jid != null;
         message = "services.sovereign-bridge.room is set but services.sovereign-bridge.jid is not: the bridge needs an XMPP account to join the room.";
+      }
+      {
+        assertion = cfg.jid == null -> xmppOnlyKeys == [ ];
+        message = "services.sovereign-bridge.settings sets ${lib.concatStringsSep ", " xmppOnlyKeys}, which need an XMPP account: set services.sovereign-bridge.jid.";
       }
       {
         assertion = listenIsLoopback || cfg.mqtt.credentialsFile != null;

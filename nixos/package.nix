@@ -14,8 +14,9 @@
   lib,
   go,
   buildGoModule,
-  # go.mod asks for Go 1.26. The default Go when it is that new, else
-  # nixpkgs' separate Go 1.26 where it has one.
+  # go.mod asks for Go 1.26. The default Go when it is that new (nixpkgs
+  # 26.05 and later), else nixpkgs' separate Go 1.26 where it has one.
+  # NixOS 25.05 and 25.11 have neither: see the error below.
   buildGo126Module ? null,
   mosquitto ? null,
   # Run the whole Go test suite in the build (the flake's checks do).
@@ -26,10 +27,22 @@
 
 let
   goBuilder =
-    if lib.versionAtLeast go.version "1.26" || buildGo126Module == null then
+    if lib.versionAtLeast go.version "1.26" then
       buildGoModule
+    else if buildGo126Module != null then
+      buildGo126Module
     else
-      buildGo126Module;
+      throw ''
+        sovereign-bridge needs Go 1.26 or newer (go.mod), but this nixpkgs has
+        Go ${go.version} and no buildGo126Module. Build it with nixpkgs 26.05 or
+        newer: with flakes, nixosModules.default does that by itself; without,
+        add a newer channel and take the package from it, for example
+          sudo nix-channel --add https://nixos.org/channels/nixos-26.05 nixos-26.05
+          sudo nix-channel --update
+        and in configuration.nix
+          services.sovereign-bridge.package =
+            (import <nixos-26.05> { }).callPackage /etc/nixos/lora-xmpp-bridge/nixos/package.nix { };
+      '';
 
   root = ../.;
   version = lib.fileContents ../VERSION;
@@ -60,7 +73,7 @@ goBuilder {
   pname = "sovereign-bridge";
   inherit version src doCheck;
 
-  vendorHash = "sha256-ZFDYY8nzgFXmeUpo6MhqpqvXPxazknc02tExe30YM40=";
+  vendorHash = "sha256-fMB6/S9w8r3aTE+vDD7AqUe++9MFRg1jXIiqPTz09N0=";
 
   subPackages = [ "cmd/sovereign-bridge" ];
 

@@ -36,6 +36,7 @@ type Config struct {
 	MQTTEncrypt     bool
 	StateDir        string
 	TextInterval    time.Duration
+	AirtimeShare    float64
 	LogLevel        string
 	LogFormat       string
 	ShowVersion     bool
@@ -108,6 +109,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.BoolVar(&c.MQTTEncrypt, "mqtt-encrypt", true, "publish envelopes encrypted with the channel key, as the firmware does")
 	str(&c.StateDir, []string{"state-dir"}, "", "state `directory` (default $STATE_DIRECTORY, else $XDG_STATE_HOME/sovereign-bridge)")
 	fs.DurationVar(&c.TextInterval, "text-interval", 2500*time.Millisecond, "minimum spacing of texts sent to the mesh (the firmware drops texts under 2s apart)")
+	fs.Float64Var(&c.AirtimeShare, "airtime-share", 0.5, "share of the region's duty cycle that bridged packets may use (EU_868: 10% of an hour for all a node sends)")
 	str(&c.LogLevel, []string{"log-level"}, "info", "debug, info, warn or error")
 	str(&c.LogFormat, []string{"log-format"}, "text", "text or json")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
@@ -223,6 +225,9 @@ func (c Config) Validate() error {
 	}
 	if c.TextInterval < 0 {
 		return usageErr("--text-interval must not be negative")
+	}
+	if c.AirtimeShare <= 0 || c.AirtimeShare > 1 {
+		return usageErr("--airtime-share %v: want a fraction above 0 and at most 1", c.AirtimeShare)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return usageErr("%v", err)

@@ -496,6 +496,23 @@ func (r *Radio) talk(ctx context.Context, c *conn) {
 		return
 	}
 	next := make([]int, len(r.cfg.Peers))
+	// Someone greets soon after the client connects, so a demo shows mesh
+	// traffic at once rather than after a random wait.
+	greeted := false
+	for !greeted {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if c.sending.Load() {
+			p := r.cfg.Peers[0]
+			if len(p.Texts) > 0 && c.writeMsg(packetMsg(r.TextPacket(p.Num, p.Texts[0]))) != nil {
+				return
+			}
+			next[0], greeted = 1, true
+		}
+	}
 	for {
 		wait := r.cfg.TrafficInterval/time.Duration(len(r.cfg.Peers)) + rand.N(r.cfg.TrafficInterval/4+1)
 		select {

@@ -33,6 +33,8 @@ class RoomClient(slixmpp.ClientXMPP):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0045")
         self.register_plugin("xep_0199")
+        # msg["delay"] below: older slixmpp does not load XEP-0203 with MUC.
+        self.register_plugin("xep_0203")
         self.add_event_handler("session_start", self.on_session_start)
         self.add_event_handler("failed_auth", self.on_failed_auth)
         self.add_event_handler("disconnected", self.on_disconnected)

@@ -252,9 +252,9 @@ pkgs.testers.runNixOSTest {
               " sovereign-bridge.service"
           ).splitlines()
           for expected in [
-              "Type=simple",  # Type=notify once the daemon speaks sd_notify
+              "Type=notify",
               "Restart=always",
-              "RestartPreventExitStatus=78",
+              "RestartPreventExitStatus=77 78",
               "StartLimitIntervalUSec=0",
               "DynamicUser=yes",
               "PrivateDevices=no",
