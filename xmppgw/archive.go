@@ -9,6 +9,7 @@ import (
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/history"
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
@@ -17,18 +18,34 @@ import (
 // room's reflection of our message is our only receipt; when the connection
 // dies between sending and the reflection, the archive tells.
 type archive struct {
-	mu  sync.Mutex
-	ids map[string]map[string]bool // query id -> message ids and origin ids
+	mu   sync.Mutex
+	ids  map[string]map[string]bool // query id -> message ids and origin ids
+	msgs map[string][]archived      // query id -> messages, for catch-up queries
+}
+
+// archived is a message as the room's archive returns it.
+type archived struct {
+	ArchiveID  string // the room's id for it (its stanza-id)
+	From       jid.JID
+	ID         string
+	Body       string
+	OriginID   string
+	OccupantID string
 }
 
 type mamResult struct {
 	XMLName xml.Name `xml:"message"`
 	Result  struct {
 		QueryID   string `xml:"queryid,attr"`
+		ID        string `xml:"id,attr"`
 		Forwarded struct {
 			Message struct {
-				ID       string  `xml:"id,attr"`
-				OriginID *idElem `xml:"urn:xmpp:sid:0 origin-id"`
+				ID         string   `xml:"id,attr"`
+				From       jid.JID  `xml:"from,attr"`
+				Type       string   `xml:"type,attr"`
+				Bodies     []string `xml:"body"`
+				OriginID   *idElem  `xml:"urn:xmpp:sid:0 origin-id"`
+				OccupantID *idElem  `xml:"urn:xmpp:occupant-id:0 occupant-id"`
 			} `xml:"jabber:client message"`
 		} `xml:"urn:xmpp:forward:0 forwarded"`
 	} `xml:"urn:xmpp:mam:2 result"`
@@ -48,8 +65,17 @@ func (a *archive) handle(_ stanza.Message, t xmlstream.TokenReadEncoder) error {
 	}
 	m := r.Result.Forwarded.Message
 	set[m.ID] = true
+	am := archived{ArchiveID: r.Result.ID, From: m.From, ID: m.ID}
 	if m.OriginID != nil {
 		set[m.OriginID.ID] = true
+		am.OriginID = m.OriginID.ID
+	}
+	if m.OccupantID != nil {
+		am.OccupantID = m.OccupantID.ID
+	}
+	if len(m.Bodies) > 0 && m.Type == "groupchat" {
+		am.Body = m.Bodies[0]
+		a.msgs[r.Result.QueryID] = append(a.msgs[r.Result.QueryID], am)
 	}
 	return nil
 }
@@ -60,17 +86,30 @@ func (a *archive) handle(_ stanza.Message, t xmlstream.TokenReadEncoder) error {
 // page is complete when its query returns. ok is false when the room keeps
 // no archive or the query fails.
 func (a *archive) seenSince(ctx context.Context, s *xmpp.Session, r *room, afterID string, t time.Time) (map[string]bool, bool) {
+	set, _, ok := a.query(ctx, s, r, afterID, t)
+	return set, ok
+}
+
+// since returns the room's messages after afterID, in order.
+func (a *archive) since(ctx context.Context, s *xmpp.Session, r *room, afterID string) ([]archived, bool) {
+	_, msgs, ok := a.query(ctx, s, r, afterID, time.Time{})
+	return msgs, ok
+}
+
+func (a *archive) query(ctx context.Context, s *xmpp.Session, r *room, afterID string, t time.Time) (set map[string]bool, lastMsgs []archived, ok bool) {
 	qid := randomID()
-	set := map[string]bool{}
+	set = map[string]bool{}
 	a.mu.Lock()
 	if a.ids == nil {
-		a.ids = map[string]map[string]bool{}
+		a.ids, a.msgs = map[string]map[string]bool{}, map[string][]archived{}
 	}
 	a.ids[qid] = set
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		delete(a.ids, qid)
+		lastMsgs = a.msgs[qid]
+		delete(a.msgs, qid)
 		a.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -83,7 +122,7 @@ func (a *archive) seenSince(ctx context.Context, s *xmpp.Session, r *room, after
 	for page := 0; ; page++ {
 		var res history.Result
 		if err := s.UnmarshalIQ(ctx, stanza.IQ{Type: stanza.SetIQ, To: r.cfg.JID}.Wrap(q.TokenReader()), &res); err != nil {
-			return nil, false
+			return nil, nil, false
 		}
 		if res.Complete || res.Set.Last == "" || page == maxPages {
 			break
@@ -96,5 +135,71 @@ func (a *archive) seenSince(ctx context.Context, s *xmpp.Session, r *room, after
 	for k := range set {
 		out[k] = true
 	}
-	return out, true
+	return out, nil, true
+}
+
+// roomStart marks a position before the first message of a room whose
+// archive was empty when the bridge first joined it.
+const roomStart = "*start"
+
+// latest returns the room's id of its newest archived message.
+func (a *archive) latest(ctx context.Context, s *xmpp.Session, r *room) (string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	q := &history.Query{ID: randomID(), Last: true, Limit: 1}
+	var res history.Result
+	if err := s.UnmarshalIQ(ctx, stanza.IQ{Type: stanza.SetIQ, To: r.cfg.JID}.Wrap(q.TokenReader()), &res); err != nil {
+		return "", false
+	}
+	return res.Set.Last, true
+}
+
+// catchUp sends to the mesh what people said in the room while the bridge
+// was away: the archive's messages after the last one the bridge saw. Each
+// goes through the same checks as a live message, and a message already sent
+// on (seen live before a crash) is not sent again.
+func (g *Gateway) catchUp(ctx context.Context, s *xmpp.Session, r *room) error {
+	if r.lastStanza == "" {
+		// First join: nothing is owed to the mesh, but from now on the
+		// bridge knows where it is in the room.
+		if id, ok := g.arch.latest(ctx, s, r); ok {
+			if id == "" {
+				id = roomStart // an empty archive: everything later is new
+			}
+			g.remember(r, id)
+		}
+		return nil
+	}
+	after := r.lastStanza
+	if after == roomStart {
+		after = ""
+	}
+	msgs, ok := g.arch.since(ctx, s, r, after)
+	if !ok {
+		g.log.Warn("could not read the room's archive from where the bridge left (the room may have been recreated); messages said while the bridge was away are not sent to the mesh", "room", r.cfg.JID.String())
+		if id, ok := g.arch.latest(ctx, s, r); ok {
+			if id == "" {
+				id = roomStart
+			}
+			g.remember(r, id)
+		}
+		return nil
+	}
+	n := 0
+	for _, m := range msgs {
+		if m.ArchiveID != "" {
+			g.remember(r, m.ArchiveID)
+		}
+		if g.ours(r, m.From, m.OccupantID, m.OriginID, m.ID) || m.From.Resourcepart() == "" {
+			continue
+		}
+		n++
+		if err := g.fromRoom(ctx, s, r, m.From, m.Body, roomMsgKey(r, m.ArchiveID, m.OriginID, m.ID)); err != nil {
+			return err
+		}
+	}
+	if n > 0 {
+		g.log.Info("caught up with what was said in the room while the bridge was away", "room", r.cfg.JID.String(), "messages", n)
+	}
+	return nil
 }

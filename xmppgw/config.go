@@ -75,6 +75,9 @@ type Config struct {
 	DMJID jid.JID
 	// MaxChunks is the most mesh packets one room message may become.
 	MaxChunks int
+	// Spool keeps what waits for a room and what was already bridged across
+	// restarts; nil keeps it in memory only.
+	Spool Spool
 
 	PingInterval     time.Duration // XEP-0199 ping to the server
 	PingTimeout      time.Duration

@@ -54,6 +54,7 @@ type Gateway struct {
 	radioID  string
 	radioUp  bool
 	requests map[uint32]requestInfo // send requests awaiting an outcome
+	seenMsgs map[string]bool        // room messages already sent on to the mesh
 
 	arch *archive // of the current session; used only by its loop
 }
@@ -68,6 +69,8 @@ type outbound struct {
 	posted     time.Time
 	after      string // the room's id of the last message seen before posting
 	dm         bool
+	queue      string // spool queue; "" when not spooled
+	seq        uint64
 }
 
 type notice struct {
@@ -97,7 +100,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 	return &Gateway{
 		cfg: cfg, bus: bus, log: log.With("component", "xmpp"),
 		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64),
-		nodes: map[string]nodeRecord{}, requests: map[uint32]requestInfo{},
+		nodes: map[string]nodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
 	}, nil
 }
 
@@ -105,6 +108,14 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 // wrapping ErrAuth when the server refuses the credentials, since retrying
 // cannot help; every other failure is retried with capped backoff.
 func (g *Gateway) Run(ctx context.Context) error {
+	// What waited for the rooms comes back before new mesh texts can arrive,
+	// so nothing is both restored and queued anew.
+	rooms := make([]*room, len(g.cfg.Rooms))
+	for i, r := range g.cfg.Rooms {
+		rooms[i] = &room{cfg: r, nick: r.Nick}
+		rooms[i].unacked = g.restoreRoom(rooms[i])
+		rooms[i].lastStanza = g.lastSeen(rooms[i])
+	}
 	for _, s := range []struct {
 		filter string
 		h      func(string, []byte)
@@ -122,10 +133,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer unsub()
 	}
 
-	rooms := make([]*room, len(g.cfg.Rooms))
-	for i, r := range g.cfg.Rooms {
-		rooms[i] = &room{cfg: r, nick: r.Nick}
-	}
 	defer func() {
 		n := len(g.toRoom)
 		for _, r := range rooms {
@@ -229,6 +236,21 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 			return
 		}
 		o.dm = true
+		o.queue = outQueue(g.cfg.DMJID.String())
+	} else {
+		for _, r := range g.cfg.Rooms {
+			if r.matches(o.channel, o.channelIdx) {
+				o.queue = outQueue(r.JID.String())
+				break
+			}
+		}
+		if o.queue == "" {
+			return // a channel no room is mapped to
+		}
+	}
+	if g.keep(&o) {
+		g.log.Debug("mesh message already bridged before; not posted again", "id", o.id)
+		return
 	}
 	select {
 	case g.toRoom <- o:
@@ -337,7 +359,7 @@ func (g *Gateway) say(room jid.JID, text string) {
 }
 
 // toMesh sends a room message to the mesh as numbered chunks.
-func (g *Gateway) toMesh(r *room, nick, body string) {
+func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 	chunks, err := mesh.Chunks(nick, body, serialgwMaxText)
 	if err != nil {
 		g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
@@ -359,7 +381,7 @@ func (g *Gateway) toMesh(r *room, nick, body string) {
 		g.say(r.cfg.JID, "📡 The radio is not connected right now; your message waits and goes out when it is back.")
 	}
 	for i, c := range chunks {
-		id := rand.Uint32() | 1
+		id := requestID(msgKey, i)
 		part := ""
 		if len(chunks) > 1 {
 			part = fmt.Sprintf(" (part %d/%d)", i+1, len(chunks))

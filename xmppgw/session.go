@@ -31,6 +31,7 @@ type room struct {
 	gone       bool      // banned, or the room was destroyed: stop bridging it
 	conflicts  int
 	lastStanza string // the room's id of the last message we saw in it
+	markSeq    uint64 // the spool entry holding lastStanza
 	joinedAt   time.Time
 	removals   int        // times removed without staying long; grows the rejoin pause
 	backlog    []outbound // mesh texts waiting for the room
@@ -38,14 +39,14 @@ type room struct {
 }
 
 // ack removes a reflected message from the unacked list.
-func (r *room) ack(id string) bool {
+func (r *room) ack(id string) (outbound, bool) {
 	for i, o := range r.unacked {
 		if o.id == id {
 			r.unacked = append(r.unacked[:i], r.unacked[i+1:]...)
-			return true
+			return o, true
 		}
 	}
-	return false
+	return outbound{}, false
 }
 
 // event is what the stanza handlers hand to the session loop.
@@ -291,7 +292,8 @@ func (g *Gateway) handleEvent(ctx context.Context, s *xmpp.Session, rooms []*roo
 		}
 		// Refused for good (we may not speak, too fast, too big): resending
 		// would be refused again.
-		if r.ack(msg.ID) {
+		if o, ok := r.ack(msg.ID); ok {
+			g.delivered(o)
 			g.log.Error("the room refused a mesh message; it is not posted", "room", r.cfg.JID.String(), "id", msg.ID, "reason", string(cond))
 		}
 		return nil
@@ -382,35 +384,73 @@ func (g *Gateway) scheduleRejoin(r *room) time.Duration {
 // onRoomMessage handles a groupchat message: our own reflection acks what
 // we sent; anything else from a person goes to the mesh.
 func (g *Gateway) onRoomMessage(ctx context.Context, s *xmpp.Session, r *room, msg *inMessage) error {
-	if id := msg.stanzaID(r.cfg.JID); id != "" && msg.Delay == nil {
-		r.lastStanza = id
+	sid := msg.stanzaID(r.cfg.JID)
+	if sid != "" && msg.Delay == nil {
+		g.remember(r, sid)
 	}
 	oid := msg.originID()
 	for _, id := range []string{oid, msg.ID} {
-		if id != "" && r.ack(id) {
+		if o, ok := r.ack(id); id != "" && ok {
+			g.delivered(o)
 			g.Stats.Reflections.Add(1)
 			return nil
 		}
+	}
+	occID := ""
+	if msg.OccupantID != nil {
+		occID = msg.OccupantID.ID
 	}
 	switch {
 	case msg.Delay != nil:
 		return nil // history, not live
 	case msg.From.Resourcepart() == "":
 		return nil // the room itself
-	case msg.From.Equal(r.occupant), r.occupantID != "" && msg.OccupantID != nil && msg.OccupantID.ID == r.occupantID:
-		return nil // ours, e.g. a notice
-	case strings.HasPrefix(oid, "mesh-"), strings.HasPrefix(msg.ID, "mesh-"):
-		return nil // another bridge's or our own earlier session's mesh text
-	}
-	body := strings.TrimSpace(msg.body())
-	if body == "" {
+	case g.ours(r, msg.From, occID, oid, msg.ID):
 		return nil
 	}
-	nick := msg.From.Resourcepart()
+	return g.fromRoom(ctx, s, r, msg.From, msg.body(), roomMsgKey(r, sid, oid, msg.ID))
+}
+
+// ours reports whether a room message is the bridge's own: by occupant id
+// (spoof-resistant) where the room gives one, by our occupant JID, and by
+// the ids we set on mesh texts, never by the nick string alone.
+func (g *Gateway) ours(r *room, from jid.JID, occupantID, originID, id string) bool {
+	switch {
+	case r.occupantID != "" && occupantID == r.occupantID:
+		return true
+	case r.occupantID == "" && from.Equal(r.occupant):
+		return true
+	case strings.HasPrefix(originID, "mesh-"), strings.HasPrefix(id, "mesh-"):
+		return true // a mesh text: ours from an earlier session, or another bridge's
+	case strings.HasPrefix(id, "sr-"):
+		return true // one of our notices
+	}
+	return false
+}
+
+// roomMsgKey names a room message for dedupe: by the room's own id when it
+// gives one, else by the sender's ids.
+func roomMsgKey(r *room, stanzaID, originID, id string) string {
+	switch {
+	case stanzaID != "":
+		return "xmpp:" + r.cfg.JID.String() + ":" + stanzaID
+	case originID != "":
+		return "xmpp:" + r.cfg.JID.String() + ":o:" + originID
+	}
+	return "xmpp:" + r.cfg.JID.String() + ":i:" + id
+}
+
+// fromRoom sends a person's room message to the mesh, once.
+func (g *Gateway) fromRoom(ctx context.Context, s *xmpp.Session, r *room, from jid.JID, body, key string) error {
+	body = strings.TrimSpace(body)
+	if body == "" || !g.firstTime(key) {
+		return nil
+	}
+	nick := from.Resourcepart()
 	if cmd, ok := strings.CutPrefix(body, "!"); ok && isCommand(cmd) {
 		return g.command(ctx, s, r, nick, cmd)
 	}
-	g.toMesh(r, nick, body)
+	g.toMesh(r, nick, body, key)
 	return nil
 }
 
@@ -455,7 +495,7 @@ func (g *Gateway) deliver(ctx context.Context, s *xmpp.Session, rooms []*room, o
 	}
 	var r *room
 	for _, rr := range rooms {
-		if rr.cfg.matches(o.channel, o.channelIdx) {
+		if outQueue(rr.cfg.JID.String()) == o.queue {
 			r = rr
 			break
 		}
@@ -476,7 +516,12 @@ func (g *Gateway) post(ctx context.Context, s *xmpp.Session, r *room, o outbound
 	}
 	r.unacked = append(r.unacked, o)
 	g.Stats.MeshToRoom.Add(1)
-	return write(ctx, s, outMessage{ID: o.id, To: r.cfg.JID.String(), Type: "groupchat", Body: o.body, OriginID: &originID{o.id}})
+	m := outMessage{ID: o.id, To: r.cfg.JID.String(), Type: "groupchat", Body: o.body, OriginID: &originID{o.id}}
+	if time.Since(o.heard) > 30*time.Second {
+		// Late (the room or the link was away): say when it was heard.
+		m.Delay = &delayElem{Stamp: o.heard.UTC().Format(time.RFC3339), From: g.cfg.JID.Bare().String()}
+	}
+	return write(ctx, s, m)
 }
 
 // flush posts, after a (re)join, what waited for the room: first what was
@@ -488,6 +533,7 @@ func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
 			kept := r.unacked[:0]
 			for _, o := range r.unacked {
 				if seen[o.id] {
+					g.delivered(o)
 					g.Stats.Reflections.Add(1)
 					continue
 				}
@@ -499,6 +545,9 @@ func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
 		} else {
 			g.log.Warn("the room keeps no archive; resending unconfirmed messages, which may show twice", "room", r.cfg.JID.String(), "count", len(r.unacked))
 		}
+	}
+	if err := g.catchUp(ctx, s, r); err != nil {
+		return err
 	}
 	pending := append(r.unacked, r.backlog...)
 	r.unacked, r.backlog = nil, nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/xmpptest"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
@@ -37,6 +39,30 @@ type bridge struct {
 	radio *meshsim.Radio
 	xmpp  *xmppgw.Gateway
 	err   chan error // what the XMPP gateway's Run returned
+
+	ctx   context.Context
+	bus   *broker.Embedded
+	cfg   xmppgw.Config
+	stopX context.CancelFunc
+}
+
+// stopXMPP stops the XMPP gateway (as when the daemon is killed), leaving
+// the radio link and the broker running.
+func (br *bridge) stopXMPP(t *testing.T) {
+	br.stopX()
+	<-br.err
+}
+
+// startXMPP starts a new XMPP gateway with the same configuration (and
+// spool), as after a restart of the daemon.
+func (br *bridge) startXMPP(t *testing.T) {
+	xg, err := xmppgw.New(br.cfg, br.bus, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(br.ctx)
+	br.xmpp, br.stopX, br.err = xg, cancel, make(chan error, 1)
+	go func() { br.err <- xg.Run(ctx) }()
 }
 
 func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xmppgw.Config), tuneLink ...func(*serialgw.Config)) *bridge {
@@ -78,14 +104,10 @@ func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xm
 	if tune != nil {
 		tune(&cfg)
 	}
-	xg, err := xmppgw.New(cfg, b, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
 	linkDone := make(chan error, 1)
-	br := &bridge{radio: radio, xmpp: xg, err: make(chan error, 1)}
+	br := &bridge{radio: radio, ctx: ctx, bus: b, cfg: cfg}
 	go func() { linkDone <- link.Run(ctx) }()
-	go func() { br.err <- xg.Run(ctx) }()
+	br.startXMPP(t)
 	t.Cleanup(func() {
 		cancel()
 		<-linkDone
@@ -391,4 +413,83 @@ func TestEjabberd(t *testing.T) {
 	if got := received(br.radio)[0]; got != "alice: Hi from ejabberd" {
 		t.Errorf("radio got %q", got)
 	}
+}
+
+// What people said in the room while the bridge was down reaches the mesh
+// once, caught up from the room's archive; mesh texts heard while the XMPP
+// server is down are kept on disk, survive a restart of the bridge, and
+// reach the room once each, in order.
+func TestRestartKeepsMessages(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	store, err := spool.Open(filepath.Join(t.TempDir(), "spool.db"), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.Spool = store })
+	meshToRoom(t, br, alice, "first")
+
+	// The bridge is down while the room talks.
+	br.stopXMPP(t)
+	if _, err := alice.Say(ctx, room.String(), "said while the bridge was away"); err != nil {
+		t.Fatal(err)
+	}
+	br.startXMPP(t)
+	away := func() int {
+		n := 0
+		for _, s := range received(br.radio) {
+			if s == "alice: said while the bridge was away" {
+				n++
+			}
+		}
+		return n
+	}
+	testutil.Eventually(t, wait, func() bool { return away() == 1 }, "room message from the gap not sent to the mesh: %q", received(br.radio))
+
+	// The XMPP server goes down; the mesh keeps talking; the bridge is
+	// restarted meanwhile.
+	srv.Stop()
+	for _, text := range []string{"heard 1", "heard 2", "heard 3"} {
+		br.radio.Inject(br.radio.TextPacket(0xa1b2c3d4, text))
+	}
+	testutil.Eventually(t, wait, func() bool {
+		n, _, _, _ := store.Stats("to-room:" + room.String())
+		return n == 3
+	}, "mesh texts not kept on disk")
+	br.stopXMPP(t)
+	srv.Start()
+	alice2 := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice2.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	br.startXMPP(t)
+	for _, text := range []string{"heard 1", "heard 2", "heard 3"} {
+		alice2.WaitMessage(t, wait, func(m xmpptest.Message) bool { return strings.HasSuffix(m.Body, text) })
+	}
+	// Once more across another restart: nothing is repeated.
+	br.stopXMPP(t)
+	br.startXMPP(t)
+	meshToRoom(t, br, alice2, "after the second restart")
+	var order []string
+	for _, m := range alice2.Messages() {
+		if strings.Contains(m.Body, "heard ") {
+			order = append(order, strings.TrimPrefix(m.Body, "Ana's T-Beam: "))
+		}
+	}
+	if strings.Join(order, ",") != "heard 1,heard 2,heard 3" {
+		t.Errorf("room got %q, want each once, in order", order)
+	}
+	if n := away(); n != 1 {
+		t.Errorf("the room message reached the mesh %d times", n)
+	}
+	// Each is removed from disk once the room's reflection confirms it.
+	testutil.Eventually(t, wait, func() bool {
+		n, _, _, _ := store.Stats("to-room:" + room.String())
+		return n == 0
+	}, "mesh texts left on disk after delivery")
 }

@@ -85,6 +85,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 			return usageErr("%v", err)
 		}
 		xc.RootCAs = c.xmppRoots
+		xc.Spool = store
 		if xg, err = xmppgw.New(xc, b, log); err != nil {
 			return usageErr("%v", err)
 		}

@@ -1,0 +1,158 @@
+package xmppgw
+
+import (
+	"encoding/json"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
+)
+
+// Spool is the durable store the XMPP gateway keeps in what waits for a
+// room, the rooms' last message ids and the room messages already sent on
+// to the mesh, so that a restart (or a power cut) loses nothing and
+// repeats nothing.
+type Spool interface {
+	Push(queue string, data []byte, dedupeKey string) (seq uint64, dup bool, err error)
+	Peek(queue string, n int) ([]spool.Item, error)
+	Ack(queue string, seqs ...uint64) error
+	Seen(key string) (bool, error)
+	Mark(key string) error
+}
+
+// spooled is an outbound mesh text as kept on disk.
+type spooled struct {
+	ID      string    `json:"id"`
+	Body    string    `json:"body"`
+	Heard   time.Time `json:"heard"`
+	Channel string    `json:"channel"`
+	Index   uint32    `json:"channel_index"`
+	DM      bool      `json:"dm,omitempty"`
+}
+
+func outQueue(room string) string  { return "to-room:" + room }
+func markQueue(room string) string { return "room-mark:" + room }
+
+// keep records an outbound text before it is queued; dup means it was
+// accepted before (the radio replayed it, or a relay repeated it after a
+// restart) and must not be posted again.
+func (g *Gateway) keep(o *outbound) (dup bool) {
+	if g.cfg.Spool == nil || o.dm {
+		return false
+	}
+	b, _ := json.Marshal(spooled{ID: o.id, Body: o.body, Heard: o.heard, Channel: o.channel, Index: o.channelIdx, DM: o.dm})
+	seq, dup, err := g.cfg.Spool.Push(o.queue, b, o.id)
+	if err != nil {
+		// Not durable, but still delivered while the daemon runs.
+		g.log.Error("spool: could not keep a mesh message on disk", "id", o.id, "err", err)
+		return false
+	}
+	o.seq = seq
+	return dup
+}
+
+// delivered removes a text the room confirmed (or refused for good).
+func (g *Gateway) delivered(o outbound) {
+	if g.cfg.Spool == nil || o.seq == 0 {
+		return
+	}
+	if err := g.cfg.Spool.Ack(o.queue, o.seq); err != nil {
+		g.log.Error("spool: could not mark a posted message done; it is checked again after a restart", "err", err)
+	}
+}
+
+// restoreRoom returns what waited for a room when the daemon stopped. The
+// room may or may not have got these, so they are checked against its
+// archive before they are posted.
+func (g *Gateway) restoreRoom(r *room) []outbound {
+	if g.cfg.Spool == nil {
+		return nil
+	}
+	items, err := g.cfg.Spool.Peek(outQueue(r.cfg.JID.String()), 0)
+	if err != nil {
+		g.log.Error("spool: could not read what waits for the room", "room", r.cfg.JID.String(), "err", err)
+		return nil
+	}
+	var out []outbound
+	for _, it := range items {
+		var s spooled
+		if json.Unmarshal(it.Data, &s) != nil {
+			_ = g.cfg.Spool.Ack(outQueue(r.cfg.JID.String()), it.Seq)
+			continue
+		}
+		out = append(out, outbound{id: s.ID, body: s.Body, heard: s.Heard, channel: s.Channel, channelIdx: s.Index,
+			queue: outQueue(r.cfg.JID.String()), seq: it.Seq, posted: it.At})
+	}
+	if len(out) > 0 {
+		g.log.Info("mesh messages from before the restart wait for the room", "room", r.cfg.JID.String(), "count", len(out))
+	}
+	return out
+}
+
+// lastSeen returns the room's id of the last message the bridge saw in it,
+// as kept across restarts.
+func (g *Gateway) lastSeen(r *room) string {
+	if g.cfg.Spool == nil {
+		return ""
+	}
+	items, err := g.cfg.Spool.Peek(markQueue(r.cfg.JID.String()), 0)
+	if err != nil || len(items) == 0 {
+		return ""
+	}
+	r.markSeq = items[len(items)-1].Seq
+	return string(items[len(items)-1].Data)
+}
+
+// remember keeps the room's id of the last message seen, replacing the one before.
+func (g *Gateway) remember(r *room, stanzaID string) {
+	r.lastStanza = stanzaID
+	if g.cfg.Spool == nil {
+		return
+	}
+	q := markQueue(r.cfg.JID.String())
+	seq, _, err := g.cfg.Spool.Push(q, []byte(stanzaID), "")
+	if err != nil {
+		g.log.Warn("spool: could not record the room's position", "err", err)
+		return
+	}
+	if r.markSeq != 0 {
+		_ = g.cfg.Spool.Ack(q, r.markSeq)
+	}
+	r.markSeq = seq
+}
+
+// firstTime reports whether a room message (by the room's id for it) is
+// new, recording it: live delivery and the archive catch-up after a
+// reconnect may both offer the same message.
+func (g *Gateway) firstTime(key string) bool {
+	g.mu.Lock()
+	if g.seenMsgs[key] {
+		g.mu.Unlock()
+		return false
+	}
+	g.seenMsgs[key] = true
+	if len(g.seenMsgs) > 10000 {
+		g.seenMsgs = map[string]bool{key: true}
+	}
+	g.mu.Unlock()
+	if g.cfg.Spool == nil {
+		return true
+	}
+	if seen, err := g.cfg.Spool.Seen(key); err == nil && seen {
+		return false
+	}
+	if err := g.cfg.Spool.Mark(key); err != nil {
+		g.log.Warn("spool: could not record a room message", "err", err)
+	}
+	return true
+}
+
+// requestID derives a send request's id from the room message and chunk,
+// so a message offered again (after a crash, by the archive) makes the same
+// requests, which the radio link recognises and does not send twice.
+func requestID(msgKey string, chunk int) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(msgKey + "#" + strconv.Itoa(chunk)))
+	return h.Sum32() | 1
+}
