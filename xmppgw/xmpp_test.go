@@ -3,6 +3,7 @@ package xmppgw_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -492,4 +493,54 @@ func TestRestartKeepsMessages(t *testing.T) {
 		n, _, _, _ := store.Stats("to-room:" + room.String())
 		return n == 0
 	}, "mesh texts left on disk after delivery")
+}
+
+// Fault injection: the XMPP server stopped while 50 mesh texts arrive (and
+// the bridge restarted meanwhile); with the server back, all 50 are in the
+// room, in order, each once, marked with when they were heard if late.
+func TestServerDownFiftyTexts(t *testing.T) {
+	srv, room := startServer(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	store, err := spool.Open(filepath.Join(t.TempDir(), "spool.db"), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.Spool = store })
+	meshToRoom(t, br, alice, "before")
+
+	srv.Stop()
+	for i := 1; i <= 50; i++ {
+		br.radio.Inject(br.radio.TextPacket(0xa1b2c3d4, fmt.Sprintf("text %02d", i)))
+	}
+	testutil.Eventually(t, wait, func() bool {
+		n, _, _, _ := store.Stats("to-room:" + room.String())
+		return n == 50
+	}, "texts not kept while the server is down")
+	br.stopXMPP(t)
+	srv.Start()
+	alice2 := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice2.Join(ctx, room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	br.startXMPP(t)
+	alice2.WaitMessage(t, wait, func(m xmpptest.Message) bool { return strings.HasSuffix(m.Body, "text 50") })
+	meshToRoom(t, br, alice2, "after") // anything still in flight is out by now
+	var got []string
+	for _, m := range alice2.Messages() {
+		if _, text, ok := strings.Cut(m.Body, "text "); ok {
+			got = append(got, text)
+		}
+	}
+	var want []string
+	for i := 1; i <= 50; i++ {
+		want = append(want, fmt.Sprintf("%02d", i))
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("room got %d texts: %v", len(got), got)
+	}
 }

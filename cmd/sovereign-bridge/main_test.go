@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/xmpptest"
 )
@@ -295,4 +298,132 @@ func TestSystemdAndMetrics(t *testing.T) {
 	cmd.Process.Signal(os.Interrupt)
 	cmd.Wait()
 	testutil.Eventually(t, 10*time.Second, noted("STOPPING=1"), "no STOPPING=1")
+}
+
+// Fault injection: the bridge SIGKILLed at random points, ten times, while
+// the mesh and the room both talk. Every room message reaches the radio
+// exactly once (caught up from the room's archive when said while the
+// bridge was dead); no mesh text shows twice in the room, and every one the
+// bridge had time to take in (heard at least 300 ms before the kill) shows
+// once.
+func TestSIGKILL(t *testing.T) {
+	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
+	room := "village@" + srv.MUCDomain
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room, "alice"); err != nil {
+		t.Fatal(err)
+	}
+
+	simCfg := meshsim.Demo()
+	simCfg.TrafficInterval, simCfg.TextRule = 0, 50*time.Millisecond
+	radio := meshsim.New(simCfg)
+	simCtx, stopSim := context.WithCancel(ctx)
+	defer stopSim()
+	addr, serve, err := radio.ListenTCP(simCtx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serve()
+
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("bridge-pw\n"), 0o600)
+	start := func() (*exec.Cmd, *safeBuffer) {
+		cmd := exec.Command(binary, "--device", "tcp://"+addr.String(), "--mqtt-listen", "off", "--state-dir", filepath.Join(dir, "state"),
+			"--text-interval", "100ms", "-j", "bridge@"+srv.Domain, "--password-file", pw, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr)
+		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+srv.CAFile)
+		logs := &safeBuffer{}
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, logs
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	var said []string
+	mustArrive := map[string]bool{}
+	injected := map[string]bool{}
+	for k := 0; k < 10; k++ {
+		hs := radio.Handshakes()
+		cmd, logs := start()
+		testutil.Eventually(t, 30*time.Second, func() bool { return radio.Handshakes() > hs && radio.Ready() }, "bridge %d never reached the radio\n%s", k, logs)
+		for j := 0; j < 3; j++ {
+			text := fmt.Sprintf("mesh %d-%d", k, j)
+			if radio.Inject(radio.TextPacket(0xa1b2c3d4, text)) {
+				injected[text] = true
+				mustArrive[text] = false // decided at the kill
+			}
+			line := fmt.Sprintf("room %d-%d", k, j)
+			if _, err := alice.Say(ctx, room, line); err != nil {
+				t.Fatal(err)
+			}
+			said = append(said, line)
+		}
+		heardAt := time.Now()
+		// The fault: a kill at a random point of what follows.
+		time.Sleep(time.Duration(rng.IntN(800)) * time.Millisecond)
+		settled := time.Since(heardAt) >= 300*time.Millisecond
+		for text := range mustArrive {
+			if strings.HasPrefix(text, fmt.Sprintf("mesh %d-", k)) {
+				mustArrive[text] = settled
+			}
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+
+	cmd, logs := start()
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	countOnRadio := func(s string) int {
+		n := 0
+		for _, p := range radio.Received() {
+			if string(p.GetDecoded().GetPayload()) == "alice: "+s {
+				n++
+			}
+		}
+		return n
+	}
+	testutil.Eventually(t, 90*time.Second, func() bool {
+		for _, s := range said {
+			if countOnRadio(s) == 0 {
+				return false
+			}
+		}
+		return true
+	}, "not every room message reached the radio\n%s", logs)
+	for _, s := range said {
+		if n := countOnRadio(s); n != 1 {
+			t.Errorf("%q reached the radio %d times", s, n)
+		}
+	}
+	for text, must := range mustArrive {
+		if must {
+			alice.WaitMessage(t, 30*time.Second, func(m xmpptest.Message) bool { return strings.HasSuffix(m.Body, text) })
+		}
+	}
+	inRoom := map[string]int{}
+	for _, m := range alice.Messages() {
+		if _, text, ok := strings.Cut(m.Body, ": "); ok && injected[text] {
+			inRoom[text]++
+		}
+	}
+	for text, n := range inRoom {
+		if n != 1 {
+			t.Errorf("%q shown %d times in the room", text, n)
+		}
+	}
+	t.Logf("%d room messages each reached the radio once; %d of %d mesh texts reached the room once (%d had to)",
+		len(said), len(inRoom), len(injected), countTrue(mustArrive))
+}
+
+func countTrue(m map[string]bool) int {
+	n := 0
+	for _, v := range m {
+		if v {
+			n++
+		}
+	}
+	return n
 }

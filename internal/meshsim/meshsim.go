@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,7 @@ type Radio struct {
 	duty        *mesh.AirtimeBudget
 	params      mesh.LoRaParams
 	dutyLimited int
+	recentIDs   []uint32 // the last ids taken from the client: the firmware drops a repeat
 }
 
 // New makes a simulated radio.
@@ -264,6 +266,19 @@ func (r *Radio) onPacket(c *conn, p *meshpb.MeshPacket) error {
 		return nil
 	}
 	qs := &meshpb.QueueStatus{Free: c.free, Maxlen: txQueueLen, MeshPacketId: p.GetId()}
+	r.mu.Lock()
+	repeat := slices.Contains(r.recentIDs, p.GetId())
+	if !repeat {
+		r.recentIDs = append(r.recentIDs, p.GetId())
+		if len(r.recentIDs) > 20 {
+			r.recentIDs = r.recentIDs[1:]
+		}
+	}
+	r.mu.Unlock()
+	if repeat {
+		// Already sent: the firmware does not send it again.
+		return c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: qs}})
+	}
 	if p.GetDecoded().GetPortnum() == meshpb.PortNum_TEXT_MESSAGE_APP {
 		r.mu.Lock()
 		now := time.Now()
