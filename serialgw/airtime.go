@@ -23,6 +23,14 @@ type airtime struct {
 
 	// The radio's own DeviceMetrics, as percentages (float64 bits).
 	chanUtil, airUtilTx atomic.Uint64
+	// For metrics: airtime used in the window and the allowance, nanoseconds.
+	used, allowance atomic.Int64
+}
+
+// Airtime returns the airtime bridged packets used in the current window and
+// the budget's allowance.
+func (g *Gateway) Airtime() (used, allowance time.Duration) {
+	return time.Duration(g.air.used.Load()), time.Duration(g.air.allowance.Load())
 }
 
 // configure sets the budget for a radio after its handshake; a radio with
@@ -38,7 +46,9 @@ func (a *airtime) configure(lora *meshpb.Config_LoRaConfig, window time.Duration
 		return
 	}
 	a.key, a.params, a.duty = key, params, duty
-	a.budget = mesh.NewAirtimeBudget(window, time.Duration(float64(window)*duty*share))
+	allowance := time.Duration(float64(window) * duty * share)
+	a.budget = mesh.NewAirtimeBudget(window, allowance)
+	a.allowance.Store(int64(allowance))
 }
 
 // cost is the time on air of a packet carrying d.
@@ -64,6 +74,7 @@ func (a *airtime) wait(now time.Time, cost time.Duration) time.Duration {
 func (a *airtime) spend(now time.Time, cost time.Duration) {
 	if a.budget != nil {
 		a.budget.Spend(now, cost)
+		a.used.Store(int64(a.budget.Used(now)))
 	}
 }
 

@@ -113,6 +113,7 @@ type Gateway struct {
 
 	proxyOut chan *meshpb.MqttClientProxyMessage // broker -> radio in client proxy mode
 
+	naks     sync.Map     // Routing error name -> *atomic.Uint64
 	up       atomic.Bool  // a session has completed its handshake
 	lastTick atomic.Int64 // unix nanos of the last pass of the main loop, for the watchdog
 
@@ -438,6 +439,22 @@ func (g *Gateway) onMeshTX(_ string, payload []byte) {
 	}
 }
 
+// countNAK counts a refusal by its reason.
+func (g *Gateway) countNAK(reason meshpb.Routing_Error) {
+	v, _ := g.naks.LoadOrStore(reason.String(), new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(1)
+}
+
+// NAKs returns how many sends were refused, by reason.
+func (g *Gateway) NAKs() map[string]float64 {
+	out := map[string]float64{}
+	g.naks.Range(func(k, v any) bool {
+		out[k.(string)] = float64(v.(*atomic.Uint64).Load())
+		return true
+	})
+	return out
+}
+
 func (g *Gateway) refuse(r *request, reason meshpb.Routing_Error, err error) {
 	g.Stats.SendFailed.Add(1)
 	g.log.Warn("send refused", "origin", r.origin, "request", r.id, "reason", reason.String(), "err", err)
@@ -448,6 +465,9 @@ func (g *Gateway) refuse(r *request, reason meshpb.Routing_Error, err error) {
 // routing packet whose request_id is the request's id.
 func (g *Gateway) publishResult(r *request, reason meshpb.Routing_Error) {
 	g.done(r)
+	if reason != meshpb.Routing_NONE {
+		g.countNAK(reason)
+	}
 	routing, _ := proto.Marshal(&meshpb.Routing{Variant: &meshpb.Routing_ErrorReason{ErrorReason: reason}})
 	var from uint32
 	if radio, _ := g.currentRadio(); radio != nil {

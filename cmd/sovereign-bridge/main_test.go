@@ -292,7 +292,8 @@ func TestSystemdAndMetrics(t *testing.T) {
 		return code == 200 && strings.Contains(body, `"radio":"up"`) && strings.Contains(body, `"xmpp":"off"`)
 	}, "healthz never reported the radio up")
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "sovereign_bridge_handshakes_total 1") ||
-		!strings.Contains(body, `sovereign_bridge_up{side="radio"} 1`) {
+		!strings.Contains(body, `sovereign_bridge_up{side="radio"} 1`) || !strings.Contains(body, `sovereign_bridge_spool_depth{queue="radio"} 0`) ||
+		!strings.Contains(body, "sovereign_bridge_airtime_budget_seconds 180") {
 		t.Errorf("metrics: %d\n%s", code, body)
 	}
 	cmd.Process.Signal(os.Interrupt)

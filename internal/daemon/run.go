@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"mellium.im/xmpp/jid"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
@@ -100,6 +101,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 
 	metrics := ops.NewMetrics()
 	registerMetrics(metrics, gw, xg)
+	registerSpoolMetrics(metrics, store, c)
 	health := func() ops.Health {
 		h := ops.Health{Radio: ops.StateOf(gw.Up()), XMPP: ops.Off, MQTT: ops.Up}
 		if xg != nil {
@@ -173,6 +175,9 @@ func registerMetrics(m *ops.Metrics, gw *serialgw.Gateway, xg *xmppgw.Gateway) {
 	m.Counter("reconnects_total", "Times a link was lost.", ops.Labels{"side": "radio"}, st.Reconnects.Load)
 	m.Gauge("queue_depth", "Messages waiting to be sent.", ops.Labels{"side": "radio"}, func() float64 { return float64(gw.QueueLen()) })
 	m.Gauge("up", "Whether a side is connected (1) or not (0).", ops.Labels{"side": "radio"}, func() float64 { return boolFloat(gw.Up()) })
+	m.Gauge("airtime_used_seconds", "Airtime bridged packets used in the duty-cycle window.", nil, func() float64 { u, _ := gw.Airtime(); return u.Seconds() })
+	m.Gauge("airtime_budget_seconds", "Airtime bridged packets may use in the duty-cycle window.", nil, func() float64 { _, a := gw.Airtime(); return a.Seconds() })
+	m.Family("mesh_naks_total", "Sends refused, by reason (from the radio, the mesh or the bridge).", ops.Counter, "reason", gw.NAKs)
 	if xg == nil {
 		return
 	}
@@ -189,4 +194,27 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// registerSpoolMetrics exposes the depth and age of the durable queues.
+func registerSpoolMetrics(m *ops.Metrics, store *spool.Store, c Config) {
+	queues := map[string]string{"radio": "radio-tx"}
+	for _, r := range append([]RoomConfig{{JID: c.Room}}, c.Rooms...) {
+		if j, err := jid.Parse(r.JID); err == nil && r.JID != "" {
+			queues["room:"+j.String()] = "to-room:" + j.String() // as the XMPP gateway names it
+		}
+	}
+	for label, q := range queues {
+		m.Gauge("spool_depth", "Messages waiting on disk for the other side.", ops.Labels{"queue": label}, func() float64 {
+			n, _, _, _ := store.Stats(q)
+			return float64(n)
+		})
+		m.Gauge("spool_oldest_age_seconds", "Age of the oldest message waiting on disk.", ops.Labels{"queue": label}, func() float64 {
+			n, _, oldest, _ := store.Stats(q)
+			if n == 0 || oldest.IsZero() {
+				return 0
+			}
+			return time.Since(oldest).Seconds()
+		})
+	}
 }
