@@ -3,6 +3,7 @@ package serialgw
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -50,9 +51,14 @@ func (g *Gateway) persist(r *request) (dup bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	seq, dup, err := g.cfg.Spool.Push(txQueueName, b, fmt.Sprintf("tx:%s:%d", r.origin, r.id))
+	// The key names the request by its origin, id and content: a resend of
+	// the same request is recognised, and two requests whose 32-bit ids
+	// happen to collide are not mistaken for one.
+	h := fnv.New64a()
+	h.Write(data)
+	seq, dup, err := g.cfg.Spool.Push(txQueueName, b, fmt.Sprintf("tx:%s:%d:%x:%x", r.origin, r.id, r.to, h.Sum64()))
 	if err != nil {
-		return false, fmt.Errorf("spool: %w", err)
+		return false, err
 	}
 	r.seq = seq
 	return dup, nil

@@ -113,9 +113,10 @@ type Gateway struct {
 
 	proxyOut chan *meshpb.MqttClientProxyMessage // broker -> radio in client proxy mode
 
-	naks     sync.Map     // Routing error name -> *atomic.Uint64
-	up       atomic.Bool  // a session has completed its handshake
-	lastTick atomic.Int64 // unix nanos of the last pass of the main loop, for the watchdog
+	naks           sync.Map    // Routing error name -> *atomic.Uint64
+	up             atomic.Bool // a session has completed its handshake
+	storageFailing atomic.Bool
+	lastTick       atomic.Int64 // unix nanos of the last pass of the main loop, for the watchdog
 
 	mu      sync.Mutex
 	radio   *radioState // the radio as of the last completed handshake
@@ -390,7 +391,13 @@ func (g *Gateway) enqueue(r *request) error {
 	}
 	dup, err := g.persist(r)
 	if err != nil {
-		return err
+		if !g.storageFailing.Swap(true) {
+			g.log.Error("cannot write to the state directory (disk full?); refusing packets for the radio until it works again", "err", err)
+		}
+		return fmt.Errorf("%w: %v", errStorage, err)
+	}
+	if g.storageFailing.Swap(false) {
+		g.log.Info("the state directory takes writes again; accepting packets for the radio")
 	}
 	if dup {
 		g.log.Debug("send request already accepted before; ignored", "origin", r.origin, "request", r.id)
@@ -402,6 +409,7 @@ func (g *Gateway) enqueue(r *request) error {
 var (
 	errTooLarge = errors.New("too large")
 	errRefused  = errors.New("refused")
+	errStorage  = errors.New("cannot store it")
 )
 
 // onMeshTX takes a send request from another gateway. It runs on the
@@ -431,12 +439,23 @@ func (g *Gateway) onMeshTX(_ string, payload []byte) {
 		}
 	}
 	if err := g.enqueue(r); err != nil {
-		reason := meshpb.Routing_BAD_REQUEST
-		if errors.Is(err, errTooLarge) {
-			reason = meshpb.Routing_TOO_LARGE
-		}
-		g.refuse(r, reason, err)
+		g.refuse(r, refusal(err), err)
 	}
+}
+
+// refusal names why a request was not queued, in the terms the requester
+// reports: too large; the queue full (too much at once: RATE_LIMIT_EXCEEDED);
+// the spool failing (the bridge cannot keep it: NO_INTERFACE); else invalid.
+func refusal(err error) meshpb.Routing_Error {
+	switch {
+	case errors.Is(err, errTooLarge):
+		return meshpb.Routing_TOO_LARGE
+	case errors.Is(err, errQueueFull):
+		return meshpb.Routing_RATE_LIMIT_EXCEEDED
+	case errors.Is(err, errStorage):
+		return meshpb.Routing_NO_INTERFACE
+	}
+	return meshpb.Routing_BAD_REQUEST
 }
 
 // countNAK counts a refusal by its reason.

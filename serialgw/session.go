@@ -120,6 +120,10 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 			if s.up && !wasUp {
 				upAt = time.Now()
 				lastBeat = time.Time{} // ask for a QueueStatus right away
+			}
+			// A confirmation or a handshake may have freed the way for the
+			// next packet.
+			if s.up {
 				if err := s.trySend(pace); err != nil {
 					return s.upFor(upAt), err
 				}

@@ -57,6 +57,9 @@ type Gateway struct {
 	seenMsgs map[string]bool        // room messages already sent on to the mesh
 
 	arch *archive // of the current session; used only by its loop
+
+	rooms  []*room  // owned by Run's loop once it runs
+	unsubs []func() // broker subscriptions, set by Attach
 }
 
 // outbound is a mesh text on its way to a room.
@@ -104,18 +107,19 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 	}, nil
 }
 
-// Run keeps the gateway connected until ctx ends. It returns an error
-// wrapping ErrAuth when the server refuses the credentials, since retrying
-// cannot help; every other failure is retried with capped backoff.
-func (g *Gateway) Run(ctx context.Context) error {
-	// What waited for the rooms comes back before new mesh texts can arrive,
-	// so nothing is both restored and queued anew.
-	rooms := make([]*room, len(g.cfg.Rooms))
+// Attach restores what waited for the rooms and subscribes to the broker,
+// so that from its return on no mesh text is missed; the daemon calls it
+// before it starts the radio link. Run calls it if nobody did.
+func (g *Gateway) Attach() error {
+	// What waited for the rooms comes back before new mesh texts can
+	// arrive, so nothing is both restored and queued anew.
+	g.rooms = make([]*room, len(g.cfg.Rooms))
 	for i, r := range g.cfg.Rooms {
-		rooms[i] = &room{cfg: r, nick: r.Nick}
-		rooms[i].unacked = g.restoreRoom(rooms[i])
-		rooms[i].lastStanza = g.lastSeen(rooms[i])
+		g.rooms[i] = &room{cfg: r, nick: r.Nick}
+		g.rooms[i].unacked = g.restoreRoom(g.rooms[i])
+		g.rooms[i].lastStanza = g.lastSeen(g.rooms[i])
 	}
+	g.unsubs = []func(){}
 	for _, s := range []struct {
 		filter string
 		h      func(string, []byte)
@@ -130,9 +134,26 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		defer unsub()
+		g.unsubs = append(g.unsubs, unsub)
 	}
+	return nil
+}
 
+// Run keeps the gateway connected until ctx ends. It returns an error
+// wrapping ErrAuth when the server refuses the credentials, since retrying
+// cannot help; every other failure is retried with capped backoff.
+func (g *Gateway) Run(ctx context.Context) error {
+	if g.unsubs == nil {
+		if err := g.Attach(); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		for _, u := range g.unsubs {
+			u()
+		}
+	}()
+	rooms := g.rooms
 	defer func() {
 		n := len(g.toRoom)
 		for _, r := range rooms {
@@ -335,7 +356,9 @@ func (g *Gateway) onResult(_ string, payload []byte) {
 func describe(e meshpb.Routing_Error) string {
 	switch e {
 	case meshpb.Routing_RATE_LIMIT_EXCEEDED:
-		return "the radio's rate limit was exceeded"
+		return "too much at once for the radio (its rate limit, or the bridge's queue is full); try again shortly"
+	case meshpb.Routing_NO_INTERFACE:
+		return "the bridge could not keep it (its disk is full or failing)"
 	case meshpb.Routing_DUTY_CYCLE_LIMIT:
 		return "the radio has used its airtime allowance (duty cycle); try again later"
 	case meshpb.Routing_TOO_LARGE:

@@ -61,6 +61,9 @@ func (br *bridge) startXMPP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := xg.Attach(); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(br.ctx)
 	br.xmpp, br.stopX, br.err = xg, cancel, make(chan error, 1)
 	go func() { br.err <- xg.Run(ctx) }()

@@ -118,6 +118,8 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	}
 	notifier := ops.NewNotifier(log)
 
+	ctx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return opsSrv.Run(ctx) })
 	var dev serialgw.Device
@@ -125,7 +127,9 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		info.Radio = meshsim.New(meshsim.Demo())
 		addr, serve, err := info.Radio.ListenTCP(ctx, "127.0.0.1:0")
 		if err != nil {
-			return err // nothing started yet
+			cancelRun()
+			_ = g.Wait()
+			return err
 		}
 		g.Go(serve)
 		dev = serialgw.Device{Kind: "tcp", Addr: addr.String()}
@@ -135,11 +139,16 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	}
 
 	gw.SetDevice(dev)
-	g.Go(func() error { return gw.Run(ctx) })
-
 	if xg != nil {
+		// Subscribed before the radio link starts, so no mesh text is missed.
+		if err := xg.Attach(); err != nil {
+			cancelRun()
+			_ = g.Wait()
+			return err
+		}
 		g.Go(func() error { return xg.Run(ctx) })
 	}
+	g.Go(func() error { return gw.Run(ctx) })
 	// systemd: ready once the broker listens and the gateways run; the
 	// watchdog is petted only while every gateway's loop makes progress, so
 	// a wedged loop gets the daemon restarted (an absent radio does not).
