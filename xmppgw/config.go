@@ -83,8 +83,12 @@ type Config struct {
 	PingTimeout      time.Duration
 	SelfPingInterval time.Duration // XEP-0410 self-ping in each room
 	RejoinDelay      time.Duration // after a kick
-	BackoffMin       time.Duration
-	BackoffMax       time.Duration
+	// ResendGrace is how long to wait, after a reconnect, for the old
+	// connection's last messages to reach the room's archive before
+	// resending what was not confirmed.
+	ResendGrace time.Duration
+	BackoffMin  time.Duration
+	BackoffMax  time.Duration
 }
 
 // DefaultFormat is how mesh texts appear in the room.
@@ -101,6 +105,7 @@ func (c *Config) Defaults() {
 	def(&c.PingTimeout, 20*time.Second)
 	def(&c.SelfPingInterval, 5*time.Minute)
 	def(&c.RejoinDelay, 10*time.Second)
+	def(&c.ResendGrace, 5*time.Second)
 	def(&c.BackoffMin, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
 	if c.Format == "" {

@@ -524,24 +524,49 @@ func (g *Gateway) post(ctx context.Context, s *xmpp.Session, r *room, o outbound
 	return write(ctx, s, m)
 }
 
+// dropArchived removes from the unacked list what the room's archive
+// already has. ok is false when the archive cannot be read.
+func (g *Gateway) dropArchived(ctx context.Context, s *xmpp.Session, r *room) (ok bool) {
+	after := r.unacked[0].after
+	if after == roomStart {
+		after = "" // the room's first messages: search by time instead
+	}
+	seen, ok := g.arch.seenSince(ctx, s, r, after, r.unacked[0].posted.Add(-time.Minute))
+	if !ok {
+		return false
+	}
+	kept := r.unacked[:0]
+	for _, o := range r.unacked {
+		if seen[o.id] {
+			g.delivered(o)
+			g.Stats.Reflections.Add(1)
+			continue
+		}
+		kept = append(kept, o)
+	}
+	r.unacked = kept
+	return true
+}
+
 // flush posts, after a (re)join, what waited for the room: first what was
 // posted but never reflected (the connection died under it), with the same
 // ids so it is recognisable, then what arrived while we were out.
 func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
 	if len(r.unacked) > 0 {
-		if seen, ok := g.arch.seenSince(ctx, s, r, r.unacked[0].after, r.unacked[0].posted.Add(-time.Minute)); ok {
-			kept := r.unacked[:0]
-			for _, o := range r.unacked {
-				if seen[o.id] {
-					g.delivered(o)
-					g.Stats.Reflections.Add(1)
-					continue
-				}
-				kept = append(kept, o)
+		ok := g.dropArchived(ctx, s, r)
+		if ok && len(r.unacked) > 0 && g.cfg.ResendGrace > 0 {
+			// The old connection's last stanzas may still be on their way
+			// through the server (a link that froze rather than broke): give
+			// them a moment to land in the archive before resending.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(g.cfg.ResendGrace):
 			}
-			g.log.Info("resending what the room did not get before the connection dropped",
-				"room", r.cfg.JID.String(), "resend", len(kept), "already_there", len(r.unacked)-len(kept))
-			r.unacked = kept
+			ok = g.dropArchived(ctx, s, r)
+		}
+		if ok {
+			g.log.Info("resending what the room did not get before the connection dropped", "room", r.cfg.JID.String(), "resend", len(r.unacked))
 		} else {
 			g.log.Warn("the room keeps no archive; resending unconfirmed messages, which may show twice", "room", r.cfg.JID.String(), "count", len(r.unacked))
 		}

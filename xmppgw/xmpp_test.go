@@ -104,6 +104,7 @@ func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xm
 		Rooms:        []xmppgw.Room{{JID: room, Nick: "meshbridge"}},
 		PingInterval: time.Second, PingTimeout: 2 * time.Second, SelfPingInterval: 2 * time.Second,
 		RejoinDelay: 200 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		ResendGrace: time.Second,
 	}
 	if tune != nil {
 		tune(&cfg)
