@@ -124,6 +124,25 @@ func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xm
 	return br
 }
 
+// startRoom starts a server with a room that alice has joined (and so owns).
+func startRoom(t *testing.T) (*xmpptest.Server, jid.JID, *xmpptest.Client) {
+	srv, room := startServer(t)
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(context.Background(), room.String(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	return srv, room, alice
+}
+
+func openSpool(t *testing.T) *spool.Store {
+	store, err := spool.Open(filepath.Join(t.TempDir(), "spool.db"), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
 func startServer(t *testing.T) (*xmpptest.Server, jid.JID) {
 	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
 	return srv, jid.MustParse("village@" + srv.MUCDomain)
@@ -146,12 +165,8 @@ func received(r *meshsim.Radio) []string {
 }
 
 func TestMeshAndRoom(t *testing.T) {
-	srv, room := startServer(t)
+	srv, room, alice := startRoom(t)
 	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
-		t.Fatal(err)
-	}
 	// Said before the bridge joined: history, never replayed into the mesh.
 	if _, err := alice.Say(ctx, room.String(), "said before the bridge came"); err != nil {
 		t.Fatal(err)
@@ -227,12 +242,7 @@ func strip(s string) string { return strings.Join(strings.Fields(s), "") }
 // With channel binding asked for, the login uses SCRAM-SHA-1-PLUS where the
 // server offers it (Prosody does under TLS 1.2) and plain SCRAM otherwise.
 func TestChannelBinding(t *testing.T) {
-	srv, room := startServer(t)
-	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
-		t.Fatal(err)
-	}
+	srv, room, alice := startRoom(t)
 	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.ChannelBinding = true })
 	meshToRoom(t, br, alice, "bound")
 }
@@ -255,12 +265,8 @@ func TestKickRejoin(t *testing.T) {
 
 // A server restart: the bridge reconnects, rejoins, and messages flow again.
 func TestServerRestart(t *testing.T) {
-	srv, room := startServer(t)
+	srv, room, alice := startRoom(t)
 	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
-		t.Fatal(err)
-	}
 	br := startBridge(t, srv, room, nil)
 	meshToRoom(t, br, alice, "before the restart")
 	srv.Stop()
@@ -300,12 +306,8 @@ func TestBadPassword(t *testing.T) {
 // chunk (here the firmware's rate limit, provoked by pacing below it), and a
 // message too long to send at all.
 func TestFailuresReachTheRoom(t *testing.T) {
-	srv, room := startServer(t)
+	srv, room, alice := startRoom(t)
 	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
-		t.Fatal(err)
-	}
 	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.MaxChunks = 2 },
 		func(c *serialgw.Config) { c.TextInterval = time.Millisecond })
 	meshToRoom(t, br, alice, "bridge is up")
@@ -359,12 +361,8 @@ func TestNickConflict(t *testing.T) {
 // A server that stops answering without closing the connection is noticed
 // by the keepalive ping; once it answers again, so does the bridge.
 func TestFrozenServer(t *testing.T) {
-	srv, room := startServer(t)
+	srv, room, alice := startRoom(t)
 	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
-		t.Fatal(err)
-	}
 	br := startBridge(t, srv, room, nil)
 	meshToRoom(t, br, alice, "before the freeze")
 	srv.Freeze()
@@ -425,17 +423,9 @@ func TestEjabberd(t *testing.T) {
 // server is down are kept on disk, survive a restart of the bridge, and
 // reach the room once each, in order.
 func TestRestartKeepsMessages(t *testing.T) {
-	srv, room := startServer(t)
+	srv, room, alice := startRoom(t)
 	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
-		t.Fatal(err)
-	}
-	store, err := spool.Open(filepath.Join(t.TempDir(), "spool.db"), spool.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openSpool(t)
 	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.Spool = store })
 	meshToRoom(t, br, alice, "first")
 
@@ -503,17 +493,9 @@ func TestRestartKeepsMessages(t *testing.T) {
 // the bridge restarted meanwhile); with the server back, all 50 are in the
 // room, in order, each once, marked with when they were heard if late.
 func TestServerDownFiftyTexts(t *testing.T) {
-	srv, room := startServer(t)
+	srv, room, alice := startRoom(t)
 	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room.String(), "alice"); err != nil {
-		t.Fatal(err)
-	}
-	store, err := spool.Open(filepath.Join(t.TempDir(), "spool.db"), spool.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openSpool(t)
 	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.Spool = store })
 	meshToRoom(t, br, alice, "before")
 
