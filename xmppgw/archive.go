@@ -175,8 +175,15 @@ func (g *Gateway) catchUp(ctx context.Context, s *xmpp.Session, r *room) error {
 		after = ""
 	}
 	msgs, ok := g.arch.since(ctx, s, r, after)
+	if !ok && !r.lastSeenAt.IsZero() {
+		// The room does not know that message any more (it was recreated,
+		// say after a server restart): take what it has since the time the
+		// bridge last saw the room. What was seen already is skipped below.
+		g.log.Info("the room's archive no longer has the bridge's last message; catching up by time", "room", r.cfg.JID.String(), "since", r.lastSeenAt.Format(time.RFC3339))
+		_, msgs, ok = g.arch.query(ctx, s, r, "", r.lastSeenAt.Add(-time.Minute))
+	}
 	if !ok {
-		g.log.Warn("could not read the room's archive from where the bridge left (the room may have been recreated); messages said while the bridge was away are not sent to the mesh", "room", r.cfg.JID.String())
+		g.log.Warn("could not read the room's archive; messages said while the bridge was away are not sent to the mesh", "room", r.cfg.JID.String())
 		if id, ok := g.arch.latest(ctx, s, r); ok {
 			if id == "" {
 				id = roomStart

@@ -101,12 +101,13 @@ func (g *Gateway) lastSeen(r *room) string {
 		return ""
 	}
 	r.markSeq = items[len(items)-1].Seq
+	r.lastSeenAt = items[len(items)-1].At
 	return string(items[len(items)-1].Data)
 }
 
 // remember keeps the room's id of the last message seen, replacing the one before.
 func (g *Gateway) remember(r *room, stanzaID string) {
-	r.lastStanza = stanzaID
+	r.lastStanza, r.lastSeenAt = stanzaID, time.Now()
 	if g.cfg.Spool == nil {
 		return
 	}

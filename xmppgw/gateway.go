@@ -49,12 +49,13 @@ type Gateway struct {
 	connected atomic.Bool
 	lastTick  atomic.Int64 // unix nanos of the last pass of the session loop
 
-	mu       sync.Mutex
-	nodes    map[string]nodeRecord
-	radioID  string
-	radioUp  bool
-	requests map[uint32]requestInfo // send requests awaiting an outcome
-	seenMsgs map[string]bool        // room messages already sent on to the mesh
+	mu            sync.Mutex
+	nodes         map[string]nodeRecord
+	radioID       string
+	radioUp       bool
+	requests      map[uint32]requestInfo // send requests awaiting an outcome
+	seenMsgs      map[string]bool        // room messages already sent on to the mesh
+	toldRadioDown map[string]bool        // rooms told, in this outage, that the radio is away
 
 	arch *archive // of the current session; used only by its loop
 
@@ -104,6 +105,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		cfg: cfg, bus: bus, log: log.With("component", "xmpp"),
 		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64),
 		nodes: map[string]nodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
+		toldRadioDown: map[string]bool{},
 	}, nil
 }
 
@@ -324,6 +326,9 @@ func (g *Gateway) onStatus(_ string, payload []byte) {
 	if json.Unmarshal(payload, &s) == nil {
 		g.mu.Lock()
 		g.radioUp = s.State == "online"
+		if g.radioUp {
+			clear(g.toldRadioDown)
+		}
 		g.mu.Unlock()
 	}
 }
@@ -398,10 +403,14 @@ func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 		return
 	}
 	g.mu.Lock()
-	up := g.radioUp
+	tell := !g.radioUp && !g.toldRadioDown[r.cfg.JID.String()]
+	if tell {
+		g.toldRadioDown[r.cfg.JID.String()] = true
+	}
 	g.mu.Unlock()
-	if !up {
-		g.say(r.cfg.JID, "📡 The radio is not connected right now; your message waits and goes out when it is back.")
+	if tell {
+		// Once per outage and room, not once per message.
+		g.say(r.cfg.JID, "📡 The radio is not connected right now; messages wait and go out when it is back.")
 	}
 	for i, c := range chunks {
 		id := requestID(msgKey, i)

@@ -32,6 +32,7 @@ type room struct {
 	conflicts  int
 	lastStanza string // the room's id of the last message we saw in it
 	markSeq    uint64 // the spool entry holding lastStanza
+	lastSeenAt time.Time
 	joinedAt   time.Time
 	removals   int        // times removed without staying long; grows the rejoin pause
 	backlog    []outbound // mesh texts waiting for the room
