@@ -89,8 +89,8 @@ func TestLatencyFigures(t *testing.T) {
 	fmt.Printf("  date:      %s\n", started.UTC().Format(time.RFC3339))
 	fmt.Printf("  machine:   %s\n", benchkit.Machine())
 	fmt.Printf("  go:        %s\n", runtime.Version())
-	fmt.Printf("  prosody:   %s\n", prosodyVersion())
-	fmt.Printf("  command:   %s\n", testCommand())
+	fmt.Printf("  prosody:   %s\n", benchkit.ProsodyVersion())
+	fmt.Printf("  command:   %s\n", benchkit.TestCommand("./xmppgw/"))
 	fmt.Printf("  settings:  -figures.n %d -figures.interval %v -figures.rss-duration %v -figures.rss-sample %v\n",
 		n, interval, *figRSSDuration, *figRSSSample)
 
@@ -263,31 +263,4 @@ func measureMemory(t *testing.T, srv *xmpptest.Server) (benchkit.RSS, []string) 
 		t.Fatal(err)
 	}
 	return mem, append([]string{"sovereign-bridge"}, args...)
-}
-
-// testCommand is the go test command that ran this test binary.
-func testCommand() string {
-	cmd := "go test ./xmppgw/"
-	for _, a := range os.Args[1:] {
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if name == "test.paniconexit0" || name == "test.testlogfile" || name == "test.gocoverdir" || a == "-test.timeout=10m0s" {
-			continue // added by go test
-		}
-		if v, ok := strings.CutPrefix(a, "-test."); ok {
-			a = "-" + strings.TrimSuffix(v, "=true")
-		}
-		cmd += " " + benchkit.ShellQuote(a)
-	}
-	return cmd
-}
-
-func prosodyVersion() string {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "prosodyctl", "about").Output()
-	if err != nil {
-		return "?"
-	}
-	first, _, _ := strings.Cut(string(out), "\n")
-	return strings.TrimSpace(first)
 }

@@ -407,8 +407,8 @@ func TestSoak(t *testing.T) {
 	fmt.Printf("  date:      %s\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("  machine:   %s\n", benchkit.Machine())
 	fmt.Printf("  go:        %s\n", runtime.Version())
-	fmt.Printf("  prosody:   %s\n", soakProsodyVersion())
-	fmt.Printf("  command:   %s\n", soakTestCommand())
+	fmt.Printf("  prosody:   %s\n", benchkit.ProsodyVersion())
+	fmt.Printf("  command:   %s\n", benchkit.TestCommand("./cmd/sovereign-bridge/"))
 	fmt.Printf("  daemon:    SSL_CERT_FILE=<throwaway CA> sovereign-bridge %s\n", strings.Join(s.args, " "))
 	fmt.Printf("  radio:     simulated, over TCP; %s %s, text rule %v; a room message is %v on air\n",
 		simCfg.Region, mesh.PresetName(simCfg.Preset), simCfg.TextRule, onAir.Round(100*time.Microsecond))
@@ -1330,31 +1330,4 @@ func soakLat(d time.Duration) string {
 		return fmt.Sprintf("%.2f s", d.Seconds())
 	}
 	return benchkit.Ms(d)
-}
-
-// soakTestCommand is the go test command that ran this test binary.
-func soakTestCommand() string {
-	cmd := "go test ./cmd/sovereign-bridge/"
-	for _, a := range os.Args[1:] {
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if name == "test.paniconexit0" || name == "test.testlogfile" || name == "test.gocoverdir" || a == "-test.timeout=10m0s" {
-			continue // added by go test
-		}
-		if v, ok := strings.CutPrefix(a, "-test."); ok {
-			a = "-" + strings.TrimSuffix(v, "=true")
-		}
-		cmd += " " + benchkit.ShellQuote(a)
-	}
-	return cmd
-}
-
-func soakProsodyVersion() string {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "prosodyctl", "about").Output()
-	if err != nil {
-		return "?"
-	}
-	first, _, _ := strings.Cut(string(out), "\n")
-	return strings.TrimSpace(first)
 }

@@ -10,6 +10,7 @@ package benchkit
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -354,4 +355,33 @@ func Ratio(a, b time.Duration) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+// TestCommand renders the go test command line that ran this test binary,
+// for pkg (e.g. "./xmppgw/"), leaving out the flags go test adds itself.
+func TestCommand(pkg string) string {
+	cmd := "go test " + pkg
+	for _, a := range os.Args[1:] {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "test.paniconexit0" || name == "test.testlogfile" || name == "test.gocoverdir" || a == "-test.timeout=10m0s" {
+			continue // added by go test
+		}
+		if v, ok := strings.CutPrefix(a, "-test."); ok {
+			a = "-" + strings.TrimSuffix(v, "=true")
+		}
+		cmd += " " + ShellQuote(a)
+	}
+	return cmd
+}
+
+// ProsodyVersion is the first line of `prosodyctl about`, or "?".
+func ProsodyVersion() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "prosodyctl", "about").Output()
+	if err != nil {
+		return "?"
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(first)
 }
