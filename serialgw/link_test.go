@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
@@ -55,7 +54,7 @@ var ptyTransport = transport{"pty", func(t *testing.T, ctx context.Context, radi
 		if err != nil {
 			t.Fatal(err)
 		}
-		makeRaw(t, s)
+		testutil.MakeRaw(t, s)
 		tmp := link + ".new"
 		os.Remove(tmp)
 		if err := os.Symlink(s.Name(), tmp); err != nil {
@@ -75,21 +74,6 @@ var ptyTransport = transport{"pty", func(t *testing.T, ctx context.Context, radi
 	t.Cleanup(unplug)
 	return serialgw.Device{Kind: "serial", Addr: link}, func() { unplug(); plug() }
 }}
-
-func makeRaw(t *testing.T, f *os.File) {
-	tio, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	tio.Oflag &^= unix.OPOST
-	tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	tio.Cflag &^= unix.CSIZE | unix.PARENB
-	tio.Cflag |= unix.CS8
-	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, tio); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // tcpTransport serves the radio like the firmware's port 4403. Replugging
 // drops the connection; the bridge dials again.

@@ -107,7 +107,7 @@ func (u *usb) plug() {
 	if err != nil {
 		u.t.Fatal(err)
 	}
-	makeRaw(u.t, s)
+	testutil.MakeRaw(u.t, s)
 	// pty.Open leaves the master in blocking mode, where Close waits for a
 	// pending Read: the plug would come out only when the bridge next
 	// writes. Non-blocking, Close takes effect at once, as an unplugged USB
@@ -148,21 +148,6 @@ func (u *usb) unplug() {
 func (u *usb) replug() {
 	u.unplug()
 	u.plug()
-}
-
-func makeRaw(t *testing.T, f *os.File) {
-	tio, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	tio.Oflag &^= unix.OPOST
-	tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	tio.Cflag &^= unix.CSIZE | unix.PARENB
-	tio.Cflag |= unix.CS8
-	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, tio); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // bench is a simulated radio on a pty and the embedded broker; gateways

@@ -209,37 +209,34 @@ func (c *Client) Presences() []Presence {
 // message. It fails the test after timeout.
 func (c *Client) WaitMessage(t testing.TB, timeout time.Duration, match func(Message) bool) Message {
 	t.Helper()
-	var found Message
-	err := c.wait(timeout, func() bool {
-		for _, m := range c.msgs {
-			if match(m) {
-				found = m
-				return true
-			}
-		}
-		return false
-	})
-	if err != nil {
-		t.Fatalf("xmpptest: %s: no matching groupchat message within %v (%v); got %d: %+v", c.JID, timeout, err, len(c.Messages()), c.Messages())
-	}
-	return found
+	return waitFor(t, c, timeout, "groupchat message", func() []Message { return c.msgs }, match)
 }
 
 // WaitPresence is WaitMessage for MUC presences.
 func (c *Client) WaitPresence(t testing.TB, timeout time.Duration, match func(Presence) bool) Presence {
 	t.Helper()
-	var found Presence
+	return waitFor(t, c, timeout, "MUC presence", func() []Presence { return c.pres }, match)
+}
+
+// waitFor waits until an item of list (read under the client's lock)
+// satisfies match.
+func waitFor[T any](t testing.TB, c *Client, timeout time.Duration, what string, list func() []T, match func(T) bool) T {
+	t.Helper()
+	var found T
 	err := c.wait(timeout, func() bool {
-		for _, p := range c.pres {
-			if match(p) {
-				found = p
+		for _, v := range list() {
+			if match(v) {
+				found = v
 				return true
 			}
 		}
 		return false
 	})
 	if err != nil {
-		t.Fatalf("xmpptest: %s: no matching MUC presence within %v (%v); got %+v", c.JID, timeout, err, c.Presences())
+		c.mu.Lock()
+		got := slices.Clone(list())
+		c.mu.Unlock()
+		t.Fatalf("xmpptest: %s: no matching %s within %v (%v); got %d: %+v", c.JID, what, timeout, err, len(got), got)
 	}
 	return found
 }
