@@ -39,10 +39,11 @@ type Config struct {
 	// Encrypt publishes envelopes encrypted with the channel key, as the
 	// firmware does; false publishes decoded packets.
 	Encrypt bool
-	// RespectOKToMQTT withholds, from the Meshtastic topics, packets whose
-	// senders did not allow MQTT uplink. The firmware waives the rule for
-	// brokers on private addresses, so this is for public brokers.
-	RespectOKToMQTT bool
+	// PublicBroker says the broker is reachable beyond private networks.
+	// Packets whose senders did not allow MQTT uplink are then withheld
+	// from the Meshtastic topics (the firmware waives the rule for brokers
+	// on private addresses), and no PKI direct message is published at all.
+	PublicBroker bool
 	// StateDir keeps the node database; empty keeps nothing.
 	StateDir string
 	// Spool keeps the transmit queue and the heard packets across

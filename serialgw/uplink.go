@@ -29,13 +29,12 @@ func (s *session) onPacket(p *meshpb.MeshPacket) {
 	_, root := g.currentRadio()
 	gw := r.gatewayID()
 
-	if d == nil {
-		// Not decodable by our radio: only PKI direct messages are worth
-		// passing on, as the firmware does, for their endpoints to read.
-		if p.GetPkiEncrypted() && !p.GetViaMqtt() {
-			s.publishEnvelope(topics.Envelope(root, topics.PKIChannel, gw), p, topics.PKIChannel, gw)
-		}
+	if p.GetPkiEncrypted() {
+		s.onPKIPacket(p, d, root, gw)
 		return
+	}
+	if d == nil {
+		return // on a channel our radio has no key for: the firmware does not uplink it either
 	}
 	chName, ok := r.channelName(p.GetChannel())
 	if !ok {
@@ -53,7 +52,7 @@ func (s *session) onPacket(p *meshpb.MeshPacket) {
 		return // never loop a packet back into MQTT
 	case r.proxyActive() && r.channels[p.GetChannel()].GetSettings().GetUplinkEnabled():
 		return // the radio publishes this channel itself, through the proxy
-	case g.cfg.RespectOKToMQTT && p.GetFrom() != r.myNum && d.GetBitfield()&1 == 0:
+	case g.cfg.PublicBroker && p.GetFrom() != r.myNum && d.GetBitfield()&1 == 0:
 		return // the sender did not allow MQTT uplink
 	}
 
@@ -78,6 +77,38 @@ func (s *session) onPacket(p *meshpb.MeshPacket) {
 		return
 	}
 	g.publish(topics.JSON(root, chName, gw), js, false)
+}
+
+// onPKIPacket handles a direct message encrypted end to end with the
+// recipients' public keys. Its content is private to two people, so it never
+// goes on a channel topic and is never re-encrypted with a channel key (which
+// anyone with the default key could read). Nothing of it goes to a public
+// broker. On the embedded or a private broker: a packet our radio could not
+// decrypt goes on e/PKI as the firmware publishes it (ciphertext), and one
+// addressed to our radio, which the radio hands over decrypted, goes on the
+// bridge topic (for the XMPP side's direct messages) and as JSON under
+// json/PKI, for local tools only.
+func (s *session) onPKIPacket(p *meshpb.MeshPacket, d *meshpb.Data, root, gw string) {
+	g := s.g
+	if g.cfg.PublicBroker || p.GetViaMqtt() {
+		s.log.Debug("PKI direct message kept off the broker", "from", mesh.NodeID(p.GetFrom()), "to", mesh.NodeID(p.GetTo()))
+		return
+	}
+	if d == nil {
+		s.publishEnvelope(topics.Envelope(root, topics.PKIChannel, gw), p, topics.PKIChannel, gw)
+		return
+	}
+	s.publishEnvelope(topics.MeshRX, p, topics.PKIChannel, gw)
+	g.Stats.PacketsPublished.Add(1)
+	if d.GetPortnum() == meshpb.PortNum_ROUTING_APP {
+		s.onRouting(p, d)
+	}
+	js, err := mesh.JSONUplink(p, s.radio.myNum, g.longName)
+	if err != nil {
+		s.log.Debug("no JSON form", "port", d.GetPortnum().String(), "err", err)
+		return
+	}
+	g.publish(topics.JSON(root, topics.PKIChannel, gw), js, false)
 }
 
 func (s *session) publishEnvelope(topic string, p *meshpb.MeshPacket, channel, gw string) {

@@ -93,7 +93,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	}
 	gw, err := serialgw.New(serialgw.Config{
 		Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: c.StateDir, Spool: store,
-		TextInterval: c.TextInterval, AirtimeShare: c.AirtimeShare, RespectOKToMQTT: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
+		TextInterval: c.TextInterval, AirtimeShare: c.AirtimeShare, PublicBroker: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
 	}, b, log)
 	if err != nil {
 		return err
