@@ -1,3 +1,5 @@
+//go:build integration
+
 package xmppgw_test
 
 // The XMPP benchmark figures. They are a test, not part of the bench command
