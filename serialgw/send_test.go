@@ -191,34 +191,6 @@ func TestNodeRecords(t *testing.T) {
 	}
 }
 
-// In client proxy mode the radio publishes its own MQTT uplink through us:
-// it is passed through verbatim, not published twice, and envelopes from
-// other gateways on its downlink channels are passed down to it (but not
-// its own).
-func TestClientProxy(t *testing.T) {
-	r := startRig(t, tcpTransport, nil, func(c *meshsim.Config) { c.ClientProxy = true })
-	lines := r.sub(t, "msh/#")
-	r.radio.Inject(r.radio.TextPacket(0xa1b2c3d4, "via proxy"))
-	envTopic := "msh/EU_868/2/e/LongFast/!5eed0001 "
-	lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, envTopic) })
-	// A second packet marks the point by which any second copy of the first would be out.
-	r.radio.Inject(r.radio.TextPacket(0xa1b2c3d4, "second"))
-	testutil.Eventually(t, wait, func() bool { return countPrefix(lines.All(), envTopic) >= 2 }, "second envelope missing")
-	if n := countPrefix(lines.All(), envTopic); n != 2 {
-		t.Errorf("%d envelopes for 2 packets: published twice?", n)
-	}
-
-	// Our own first: by the time the other gateway's arrives, a looped copy
-	// of ours would have arrived before it.
-	r.pub(t, "msh/EU_868/2/e/LongFast/!5eed0001", "our own, must not loop")
-	r.pub(t, "msh/EU_868/2/e/LongFast/!0000beef", "envelope from another gateway")
-	testutil.Eventually(t, wait, func() bool { return len(r.radio.ProxyReceived()) >= 1 }, "no proxy downlink")
-	got := r.radio.ProxyReceived()
-	if len(got) != 1 || got[0].GetTopic() != "msh/EU_868/2/e/LongFast/!0000beef" || string(got[0].GetData()) != "envelope from another gateway" {
-		t.Errorf("proxy downlink = %v", got)
-	}
-}
-
 // Bridged traffic is paced by airtime within its share of the region's duty
 // cycle, so the radio never refuses a packet for it: a burst from the room
 // waits instead. Without the budget (the control case) the same burst runs

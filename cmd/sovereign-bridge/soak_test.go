@@ -1,3 +1,5 @@
+//go:build integration
+
 package main
 
 // The soak test: the real daemon for a long while under mixed traffic and
@@ -80,6 +82,7 @@ import (
 
 	"github.com/jshiffer/lora-xmpp-bridge/internal/bench/benchkit"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/xmpptest"
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
@@ -617,19 +620,13 @@ func (s *soakRun) dialAlice(ctx context.Context, history bool) error {
 	}
 }
 
-// waitFor polls cond every 20 ms for at most timeout, and returns when it
-// was first seen to hold.
+// waitFor polls cond for at most timeout, and returns when it was first
+// seen to hold.
 func (s *soakRun) waitFor(timeout time.Duration, cond func() bool) (time.Time, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return time.Now(), true
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, false
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testutil.Poll(context.Background(), timeout, cond) {
+		return time.Time{}, false
 	}
+	return time.Now(), true
 }
 
 // fault breaks one thing and waits until the bridge is back in service.

@@ -780,18 +780,7 @@ func TestSamePacketTwiceAndReplayed(t *testing.T) {
 // is space again new requests are delivered, including a request refused
 // before.
 func TestSpoolDiskFull(t *testing.T) {
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=512k"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("mount a tmpfs on %s: %v (CI must run this as root)", dir, err)
-		}
-		t.Skipf("cannot mount a tmpfs (%v); needs root", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := testutil.MountTmpfs(t, "512k")
 	store, err := spool.Open(filepath.Join(dir, "spool.db"), spool.Options{})
 	if err != nil {
 		t.Fatal(err)

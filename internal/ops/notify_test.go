@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 )
 
 const deadline = 10 * time.Second
@@ -96,13 +98,7 @@ func (s *notifySocket) until(t *testing.T, want string) []string {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, deadline, cond, "timed out waiting for %s", what)
 }
 
 func TestNotifierMessages(t *testing.T) {

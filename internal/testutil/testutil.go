@@ -15,33 +15,77 @@ import (
 )
 
 // Eventually polls cond until it is true or the timeout passes, then fails
-// the test with msg. It polls; it never sleeps for a fixed wait.
+// the test with msg. It is the one polling loop of the tests: it waits on a
+// condition, never for a fixed time.
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: "+msg, append([]any{timeout}, args...)...)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !Poll(context.Background(), timeout, cond) {
+		t.Fatalf("condition not met within %v: "+msg, append([]any{timeout}, args...)...)
 	}
 }
 
-// NeedCommand skips the test when a command is missing, unless running in CI,
-// where a missing tool is a broken setup and fails the test.
+// Poll reports whether cond became true before the timeout passed or ctx
+// ended, checking it every few milliseconds.
+func Poll(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return cond()
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// debianPackage names the Debian package that provides each program the
+// integration tests run.
+var debianPackage = map[string]string{
+	"mosquitto":     "mosquitto",
+	"mosquitto_sub": "mosquitto-clients",
+	"mosquitto_pub": "mosquitto-clients",
+	"prosody":       "prosody",
+	"prosodyctl":    "prosody",
+	"ejabberdctl":   "ejabberd",
+	"erl":           "ejabberd",
+	"protoc":        "protobuf-compiler",
+}
+
+// NeedCommand returns the path of a program the test runs. A missing
+// program fails the test, naming the package to install: a test that
+// skips for a missing tool would report success while testing nothing.
 func NeedCommand(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if isCI() {
-			t.Fatalf("%s not installed (CI must install it)", name)
+		for _, dir := range []string{"/usr/sbin", "/sbin"} { // not on every user's PATH
+			if p, err = exec.LookPath(dir + "/" + name); err == nil {
+				return p
+			}
 		}
-		t.Skipf("%s not installed", name)
+		t.Fatalf("%s is not installed: %s", name, installHint(name))
 	}
 	return p
 }
 
-func isCI() bool { return os.Getenv("CI") != "" }
+func installHint(name string) string {
+	pkg, ok := debianPackage[name]
+	if !ok {
+		pkg = name
+	}
+	return "install the Debian package " + pkg + " (bash .ci/test installs everything the tests need)"
+}
+
+// NeedRoot fails the test unless it runs as root, saying why it needs it.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("this test needs root: %s (CI runs as root)", why)
+	}
+}
 
 // Lines collects the output lines of a running process.
 type Lines struct {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 )
 
 // StartEjabberd starts a private ejabberd node (Debian's package) and
@@ -21,27 +23,16 @@ import (
 // ejabberdctl only runs as root or as the ejabberd user, so this needs
 // root: the node runs as user ejabberd in a temp directory owned by it.
 // Erlang distribution uses a private port (ERL_DIST_PORT, no epmd), so no
-// epmd daemon is started or left behind. It skips the test if ejabberd is
-// not installed or we are not root, unless env CI is set (then it fails).
+// epmd daemon is started or left behind. It fails the test if ejabberd is
+// not installed or we are not root.
 func StartEjabberd(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	ctl, err := exec.LookPath("ejabberdctl")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/ejabberdctl"); serr == nil {
-			ctl = "/usr/sbin/ejabberdctl"
-		} else {
-			skipOrFail(t, "ejabberd not installed (apt-get install ejabberd)")
-		}
-	}
-	if _, err := exec.LookPath("erl"); err != nil {
-		skipOrFail(t, "erl not found (apt-get install ejabberd pulls it in)")
-	}
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "ejabberd harness needs root (ejabberdctl runs only as root or the ejabberd user)")
-	}
+	ctl := testutil.NeedCommand(t, "ejabberdctl")
+	testutil.NeedCommand(t, "erl")
+	testutil.NeedRoot(t, "ejabberdctl runs only as root or as the ejabberd user")
 	u, err := user.Lookup("ejabberd")
 	if err != nil {
-		skipOrFail(t, "no ejabberd system user: %v", err)
+		t.Fatalf("xmpptest: no ejabberd system user (%v): reinstall the Debian package ejabberd", err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 )
 
 // StartProsody starts a private Prosody for the test in t.TempDir() and
@@ -16,8 +18,8 @@ import (
 // in which case it fails.
 func StartProsody(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	bin := needCommand(t, "prosody")
-	ctl := needCommand(t, "prosodyctl")
+	bin := testutil.NeedCommand(t, "prosody")
+	ctl := testutil.NeedCommand(t, "prosodyctl")
 	s := newServer(t, "prosody", opts)
 	s.Dir = t.TempDir()
 	s.LogFile = filepath.Join(s.Dir, "prosody.log")

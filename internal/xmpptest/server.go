@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 )
 
 // Option configures StartProsody and StartEjabberd.
@@ -574,14 +576,7 @@ func killGroup(p *process) {
 // waitGroupGone polls until no live (non-zombie) process is left in the
 // process group.
 func waitGroupGone(pgid int, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for len(groupMembers(pgid)) > 0 {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by deadline
-	}
-	return true
+	return testutil.Poll(context.Background(), timeout, func() bool { return len(groupMembers(pgid)) == 0 })
 }
 
 type procInfo struct {
@@ -643,23 +638,4 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// needCommand finds a command, skipping the test if it is missing, or
-// failing it when running in CI (env CI non-empty).
-func needCommand(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		skipOrFail(t, "%s not installed (apt-get install %s)", name, name)
-	}
-	return p
-}
-
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("xmpptest: "+format+" [CI is set, so this is a failure]", args...)
-	}
-	t.Skipf("xmpptest: "+format, args...)
 }
