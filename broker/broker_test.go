@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,19 +26,6 @@ func startEmbedded(t *testing.T, cfg Config) *Embedded {
 	return e
 }
 
-// subscribers counts the network clients subscribed to filter.
-func (e *Embedded) subscribers(topic string) int {
-	return len(e.srv.Topics.Subscribers(topic).Subscriptions)
-}
-
-func hostPort(t *testing.T, addr string) (string, string) {
-	h, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h, p
-}
-
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		cfg     Config
@@ -49,9 +35,9 @@ func TestValidate(t *testing.T) {
 		{Config{Listen: "[::1]:1883"}, ""},
 		{Config{Listen: "localhost:1883"}, ""},
 		{Config{Listen: Off}, ""},
-		{Config{Listen: "0.0.0.0:1883"}, "--mqtt-credentials"},
-		{Config{Listen: ":1883"}, "--mqtt-credentials"},
-		{Config{Listen: "192.168.1.5:1883"}, "--mqtt-credentials"},
+		{Config{Listen: "0.0.0.0:1883"}, "no credentials file"},
+		{Config{Listen: ":1883"}, "no credentials file"},
+		{Config{Listen: "192.168.1.5:1883"}, "no credentials file"},
 		{Config{Listen: "0.0.0.0:1883", CredentialsFile: "/x"}, ""},
 		{Config{Listen: "nonsense"}, "mqtt listen address"},
 	}

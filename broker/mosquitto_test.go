@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,4 +72,17 @@ func TestEmbeddedCredentials(t *testing.T) {
 	if err := pub("-u", "homeassistant", "-P", "s3cret-pw"); err != nil {
 		t.Errorf("right password refused: %v", err)
 	}
+}
+
+// subscribers counts the network clients subscribed to filter.
+func (e *Embedded) subscribers(topic string) int {
+	return len(e.srv.Topics.Subscribers(topic).Subscriptions)
+}
+
+func hostPort(t *testing.T, addr string) (string, string) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, p
 }

@@ -1,5 +1,7 @@
 package mesh
 
+//lint:file-ignore SA1019 LongSlow and VeryLongSlow are deprecated presets, but radios still run them and their airtime must be known.
+
 import "github.com/jshiffer/lora-xmpp-bridge/meshpb"
 
 // presetNames are the firmware's display names of the modem presets, which

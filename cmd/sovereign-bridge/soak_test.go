@@ -6,7 +6,7 @@ package main
 // recurring faults, watched for lost or doubled messages and for a trend in
 // its memory and open files. It is skipped unless -soak is given:
 //
-//	go test ./cmd/sovereign-bridge/ -run '^TestSoak$' -count=1 -v -soak 10m
+//	go test -tags integration ./cmd/sovereign-bridge/ -run '^TestSoak$' -count=1 -v -soak 10m
 //
 // (-v shows the progress lines and the summary. go test stops a test
 // binary after -timeout, 10m by default; a soak that would not fit is
@@ -319,7 +319,7 @@ type soakRun struct {
 
 func TestSoak(t *testing.T) {
 	if *soakFor <= 0 {
-		t.Skip("soak test: go test ./cmd/sovereign-bridge/ -run '^TestSoak$' -count=1 -v -timeout 0 -soak 10m")
+		t.Skip("soak test: go test -tags integration ./cmd/sovereign-bridge/ -run '^TestSoak$' -count=1 -v -timeout 0 -soak 10m")
 	}
 	if *soakReportEvery <= 0 || *soakMeshEvery <= 0 || *soakRoomEvery <= 0 || *soakDrain <= 0 || *soakXMPPDown < 0 || *soakKillDown < 0 || *soakFaultEvery < 0 {
 		t.Fatal("the -soak.* durations must be positive")

@@ -20,7 +20,7 @@
 // need the Prosody harness, which takes a testing.TB, so they are a test,
 // skipped unless asked for:
 //
-//	go test ./xmppgw/ -run '^TestLatencyFigures$' -count=1 -v -figures
+//	go test -tags integration ./xmppgw/ -run '^TestLatencyFigures$' -count=1 -v -figures
 //
 // Both share package benchkit.
 package main

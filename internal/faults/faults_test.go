@@ -286,20 +286,6 @@ func (res *results) of(id uint32) []meshpb.Routing_Error {
 	return slices.Clone(res.got[id])
 }
 
-func (res *results) count(reason meshpb.Routing_Error) int {
-	res.mu.Lock()
-	defer res.mu.Unlock()
-	n := 0
-	for _, r := range res.got {
-		for _, e := range r {
-			if e == reason {
-				n++
-			}
-		}
-	}
-	return n
-}
-
 func (res *results) total() int {
 	res.mu.Lock()
 	defer res.mu.Unlock()

@@ -3,6 +3,8 @@ package ops
 import (
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -40,7 +42,18 @@ type Labels map[string]string
 // Metrics has its own registry: two bridges in one process (tests) do not
 // collide, and nothing else in the process can add series to it.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg     *prometheus.Registry
+	catalog map[string]*Described
+}
+
+// Described is what one metric name stands for: its kind and, for each
+// label, the values registered. A label whose values are only known at run
+// time (a Family's) has the single value "*".
+type Described struct {
+	Name   string // without the Namespace prefix
+	Kind   Kind
+	Help   string
+	Labels map[string][]string
 }
 
 // NewMetrics returns a registry holding the Go runtime and process
@@ -51,7 +64,32 @@ func NewMetrics() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	return &Metrics{reg: reg}
+	return &Metrics{reg: reg, catalog: map[string]*Described{}}
+}
+
+// Catalog lists the bridge's own metrics, sorted by name, so the
+// documentation can be checked against what is really registered.
+func (m *Metrics) Catalog() []Described {
+	out := make([]Described, 0, len(m.catalog))
+	for _, d := range m.catalog {
+		out = append(out, *d)
+	}
+	slices.SortFunc(out, func(a, b Described) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (m *Metrics) describe(name, help string, kind Kind, labels Labels) {
+	d := m.catalog[name]
+	if d == nil {
+		d = &Described{Name: name, Kind: kind, Help: help, Labels: map[string][]string{}}
+		m.catalog[name] = d
+	}
+	for l, v := range labels {
+		if !slices.Contains(d.Labels[l], v) {
+			d.Labels[l] = append(d.Labels[l], v)
+			slices.Sort(d.Labels[l])
+		}
+	}
 }
 
 // Register adds the series Namespace_name{labels} of the given kind, whose
@@ -68,7 +106,11 @@ func (m *Metrics) Register(name, help string, kind Kind, labels Labels, f func()
 	} else {
 		c = prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts), f)
 	}
-	return m.reg.Register(c)
+	if err := m.reg.Register(c); err != nil {
+		return err
+	}
+	m.describe(name, help, kind, labels)
+	return nil
 }
 
 // Counter registers a counter read from f, typically the Load method of an
@@ -94,6 +136,7 @@ func (m *Metrics) Family(name, help string, kind Kind, label string, f func() ma
 		kind: kind.valueType(),
 		f:    f,
 	}))
+	m.describe(name, help, kind, Labels{label: "*"})
 }
 
 // Registry is the private registry, for collectors beyond the callbacks

@@ -164,12 +164,7 @@ func (e *ejabberd) ctlCmd(ctx context.Context, s *Server, args ...string) *exec.
 		"--spool", filepath.Join(s.Dir, "spool"),
 		"--node", e.node,
 	}
-	var cmd *exec.Cmd
-	if ctx != nil {
-		cmd = exec.CommandContext(ctx, e.ctl, append(base, args...)...)
-	} else {
-		cmd = exec.Command(e.ctl, append(base, args...)...)
-	}
+	cmd := exec.CommandContext(ctx, e.ctl, append(base, args...)...)
 	cmd.Dir = s.Dir
 	var env []string
 	for _, kv := range os.Environ() {
@@ -191,7 +186,9 @@ func (e *ejabberd) ctlCmd(ctx context.Context, s *Server, args ...string) *exec.
 // dies with the test binary even if cleanups never run (go test -timeout
 // panics, SIGKILL); Pdeathsig alone would only reach the direct child.
 func (e *ejabberd) command(s *Server) (*exec.Cmd, error) {
-	cmd := e.ctlCmd(nil, s, "foreground")
+	// The node's life is bounded by the lifeline and by Stop, not by a
+	// context.
+	cmd := e.ctlCmd(context.Background(), s, "foreground")
 	const wrapper = `exec 3<&0; (cat <&3 >/dev/null; kill -KILL 0) & exec "$0" "$@" </dev/null 3<&-`
 	cmd.Args = append([]string{"sh", "-c", wrapper}, cmd.Args...)
 	cmd.Args[3] = e.ctl
