@@ -1,7 +1,8 @@
 {
   description = "SovereignRelay: bridge between a Meshtastic LoRa mesh, MQTT and an XMPP chat room";
 
-  # Go 1.26 (go.mod) needs nixpkgs 26.05 or newer.
+  # go.mod asks for Go 1.26: the default Go from nixpkgs 26.05 on (25.11
+  # has it only as the backported go_1_26, which nixos/package.nix also uses).
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs =
@@ -26,9 +27,10 @@
 
       # The NixOS module. Its package: pkgs.sovereign-bridge when the overlay
       # is applied (built with the system's nixpkgs, which then needs Go
-      # 1.26, i.e. NixOS 26.05 or newer); else this flake's own package,
-      # built with the nixpkgs pinned above, so that a NixOS 25.05 or 25.11
-      # system works too. services.sovereign-bridge.package overrides both.
+      # 1.26: NixOS 26.05 or newer, or 25.11 with its go_1_26 backport);
+      # else this flake's own package, built with the nixpkgs pinned above,
+      # so that a NixOS 25.05 or 25.11 system works too.
+      # services.sovereign-bridge.package overrides both.
       nixosModules.default =
         { lib, pkgs, ... }:
         {

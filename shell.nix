@@ -14,14 +14,16 @@
 
 let
   # go.mod asks for Go 1.26: the default Go from nixpkgs 26.05 on, else a
-  # separate go_1_26 where this nixpkgs has one.
+  # separate go_1_26 where this nixpkgs has one (NixOS 25.11 got it as a
+  # backport).
   go =
     if pkgs.lib.versionAtLeast pkgs.go.version "1.26" then
       pkgs.go
     else
       pkgs.go_1_26 or (throw ''
         go.mod needs Go 1.26 or newer; this nixpkgs has Go ${pkgs.go.version} and no go_1_26.
-        Use nixpkgs 26.05 or newer: `nix develop` (the flake pins it), or
+        On NixOS 25.11, update the channel (25.11 got go_1_26 as a backport).
+        Or use nixpkgs 26.05 or newer: `nix develop` (the flake pins it), or
         nix-shell -I nixpkgs=channel:nixos-26.05
       '');
 

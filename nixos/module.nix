@@ -49,6 +49,17 @@ let
       description = "absolute path outside the Nix store, given as a string (not a Nix path)";
     };
 
+  # The embedded broker's address: "off", or host:port with a port from 1
+  # to 65535, written without leading zeros. Only the port is checked; an
+  # IPv6 host goes in brackets: [::1]:1883.
+  listenAddress =
+    lib.types.addCheck (lib.types.strMatching "off|.+:[1-9][0-9]{0,4}") (
+      s: s == "off" || lib.toInt (lib.last (lib.splitString ":" s)) <= 65535
+    )
+    // {
+      description = "\"off\", or host:port with a port from 1 to 65535";
+    };
+
   # Flags the module sets itself; settings must not set them as well.
   reservedKeys = {
     "device" = "device";
@@ -190,11 +201,12 @@ in
 
     mqtt = {
       listen = lib.mkOption {
-        type = lib.types.strMatching "off|.+:[0-9]+";
+        type = listenAddress;
         default = "127.0.0.1:1883";
         example = "0.0.0.0:1883";
         description = ''
-          Address of the embedded MQTT broker, `host:port`, or `off` to run
+          Address of the embedded MQTT broker, `host:port` with a port from 1
+          to 65535 (`[::1]:1883` for IPv6), or `off` to run
           without it (for example with an external broker set in
           {option}`services.sovereign-bridge.settings` as `mqtt-broker`).
           Listening beyond loopback requires
@@ -351,7 +363,7 @@ in
       serviceConfig =
         {
           Type = if daemonSpeaksNotify then "notify" else "simple";
-          ExecStart = "${cfg.package}/bin/sovereign-bridge ${lib.concatStringsSep " " execArgs}";
+          ExecStart = "${lib.getExe cfg.package} ${lib.concatStringsSep " " execArgs}";
           LoadCredential =
             lib.optional (cfg.jid != null && cfg.passwordFile != null) "xmpp-password:${cfg.passwordFile}"
             ++ lib.optional (cfg.mqtt.credentialsFile != null) "mqtt-credentials:${cfg.mqtt.credentialsFile}";
