@@ -5,6 +5,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -35,6 +36,10 @@ type Config struct {
 	CredentialsFile string
 }
 
+// ErrNoCredentials is returned by Validate for a listener reachable beyond
+// this machine without a credentials file.
+var ErrNoCredentials = errors.New("reachable beyond this machine but no credentials file is set: anyone on the network could publish to the mesh")
+
 // Validate checks the configuration without touching the network.
 func (c Config) Validate() error {
 	if c.Listen == "" || c.Listen == Off {
@@ -45,8 +50,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mqtt listen address %q: %w", c.Listen, err)
 	}
 	if c.CredentialsFile == "" && !isLoopback(host) {
-		return fmt.Errorf("mqtt listen address %q is reachable beyond this machine but no --mqtt-credentials file is set: "+
-			"anyone on the network could publish to the mesh; set a credentials file or listen on 127.0.0.1", c.Listen)
+		return fmt.Errorf("mqtt listen address %q: %w; set a credentials file or listen on 127.0.0.1", c.Listen, ErrNoCredentials)
 	}
 	return nil
 }
@@ -147,12 +151,6 @@ func (e *Embedded) Subscribe(filter string, h Handler) (func(), error) {
 		return nil, fmt.Errorf("subscribe %q: %w", filter, err)
 	}
 	return func() { _ = e.srv.Unsubscribe(filter, id) }, nil
-}
-
-// Run serves until ctx ends, then closes the broker.
-func (e *Embedded) Run(ctx context.Context) error {
-	<-ctx.Done()
-	return e.Close()
 }
 
 // levelShift lowers mochi's info records to debug; warnings and errors stay.

@@ -129,7 +129,7 @@ func BenchmarkUplink(b *testing.B) {
 	go func() { _ = radio.Serve(ctx, radioEnd) }()
 	s := newSession(g, gwEnd, "pipe")
 	runDone := make(chan struct{})
-	go func() { defer close(runDone); _, _ = s.run(ctx) }()
+	go func() { defer close(runDone); _ = s.run(ctx) }()
 	defer func() {
 		cancel()
 		<-runDone

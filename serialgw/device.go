@@ -36,7 +36,7 @@ func (d Device) String() string {
 	return d.Addr
 }
 
-// ParseDevice parses the --device value: a serial path, tcp://host[:port] or auto.
+// ParseDevice parses a device name: a serial path, tcp://host[:port] or auto.
 func ParseDevice(s string) (Device, error) {
 	switch {
 	case s == "" || s == DeviceAuto:
@@ -99,11 +99,11 @@ func detect(list func() ([]*enumerator.PortDetails, error)) (string, error) {
 		return found[0], nil
 	case 0:
 		if len(seen) == 0 {
-			return "", fmt.Errorf("%w: no serial ports at all; is the radio plugged in? (or pass --device /dev/ttyUSB0, tcp://host, sim)", ErrNoRadio)
+			return "", fmt.Errorf("%w: no serial ports at all; is the radio plugged in? (or name its device: a serial path or tcp://host)", ErrNoRadio)
 		}
-		return "", fmt.Errorf("%w among serial ports: %s; pass --device with the right one", ErrNoRadio, strings.Join(seen, ", "))
+		return "", fmt.Errorf("%w among serial ports: %s; name the right one as the device", ErrNoRadio, strings.Join(seen, ", "))
 	}
-	return "", fmt.Errorf("several serial ports look like Meshtastic radios: %s; pass --device with the right one (a /dev/serial/by-id/ path keeps its name across replugs)",
+	return "", fmt.Errorf("several serial ports look like Meshtastic radios: %s; name the right one as the device (a /dev/serial/by-id/ path keeps its name across replugs)",
 		strings.Join(found, ", "))
 }
 

@@ -50,7 +50,7 @@ func TestDetect(t *testing.T) {
 	}{
 		{"one radio among others", []*enumerator.PortDetails{onboard, modem, cp2102}, "/dev/ttyUSB0", nil, false},
 		{"native usb", []*enumerator.PortDetails{rak}, "/dev/ttyACM0", nil, false},
-		{"nothing", nil, "", []string{"no serial ports at all", "--device"}, true},
+		{"nothing", nil, "", []string{"no serial ports at all", "plugged in"}, true},
 		{"no radio", []*enumerator.PortDetails{onboard, modem}, "", []string{"/dev/ttyS0", "/dev/ttyUSB1 (USB 12d1:1001 Huawei modem)"}, true},
 		{"two radios", []*enumerator.PortDetails{cp2102, rak}, "", []string{"/dev/ttyUSB0, /dev/ttyACM0", "by-id"}, false},
 	}

@@ -11,13 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jshiffer/lora-xmpp-bridge/internal/retry"
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 	"github.com/jshiffer/lora-xmpp-bridge/topics"
@@ -178,48 +178,33 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}()
 
-	backoff := g.cfg.BackoffMin
-	var lastErr string
-	for {
-		g.tick()
-		conn, name, err := g.cfg.Device.open(ctx)
-		if ctx.Err() != nil {
-			if conn != nil {
-				conn.Close()
-			}
-			return nil
+	p := retry.Policy{Min: g.cfg.BackoffMin, Max: g.cfg.BackoffMax, Healthy: time.Minute, Tick: g.tick}
+	return retry.Run(ctx, p, g.log.With("device", g.cfg.Device.String()), "radio link down; reconnecting", g.connect)
+}
+
+// connect is one attempt of the reconnect loop: it opens the radio and
+// runs a session on it until the link fails or ctx ends.
+func (g *Gateway) connect(ctx context.Context) error {
+	conn, name, err := g.cfg.Device.open(ctx)
+	if ctx.Err() != nil {
+		if conn != nil {
+			conn.Close()
 		}
-		if err != nil {
-			// Log a failure once; the same failure again is only debug noise.
-			if msg := err.Error(); msg != lastErr {
-				g.log.Warn("radio not reachable; will keep trying", "device", g.cfg.Device.String(), "err", err)
-				lastErr = msg
-			} else {
-				g.log.Debug("radio still not reachable", "err", err)
-			}
-			g.publishStatus("disconnected", err.Error())
-		} else {
-			lastErr = ""
-			g.log.Info("radio port open", "device", name)
-			s := newSession(g, conn, name)
-			up, err := s.run(ctx)
-			g.up.Store(false)
-			if ctx.Err() != nil {
-				return nil
-			}
-			g.Stats.Reconnects.Add(1)
-			g.log.Warn("radio link lost; reconnecting", "device", name, "err", err)
-			g.publishStatus("disconnected", err.Error())
-			if up > time.Minute {
-				backoff = g.cfg.BackoffMin
-			}
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(backoff*2, g.cfg.BackoffMax)
-		if !sleep(ctx, wait, g.tick) {
-			return nil
-		}
+		return nil
 	}
+	if err != nil {
+		g.publishStatus("disconnected", err.Error())
+		return err
+	}
+	g.log.Info("radio port open", "device", name)
+	err = newSession(g, conn, name).run(ctx)
+	g.up.Store(false)
+	if ctx.Err() != nil {
+		return nil
+	}
+	g.Stats.Reconnects.Add(1)
+	g.publishStatus("disconnected", err.Error())
+	return fmt.Errorf("link to %s lost: %w", name, err)
 }
 
 // tick records that the main loop is making progress.
@@ -231,24 +216,6 @@ func (g *Gateway) LastProgress() time.Time { return time.Unix(0, g.lastTick.Load
 
 // Up reports whether the radio is connected and has completed its handshake.
 func (g *Gateway) Up() bool { return g.up.Load() }
-
-// sleep waits d or until ctx ends (false), calling tick every second.
-func sleep(ctx context.Context, d time.Duration, tick func()) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	beat := time.NewTicker(time.Second)
-	defer beat.Stop()
-	for {
-		tick()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
-		case <-beat.C:
-		}
-	}
-}
 
 func (g *Gateway) saveLoop(ctx context.Context) {
 	t := time.NewTicker(30 * time.Second)
@@ -264,10 +231,6 @@ func (g *Gateway) saveLoop(ctx context.Context) {
 		}
 	}
 }
-
-// SetDevice sets the device before Run, for a device known only after New
-// (the simulated radio's address).
-func (g *Gateway) SetDevice(d Device) { g.cfg.Device = d }
 
 // QueueLen is the number of packets waiting for the radio.
 func (g *Gateway) QueueLen() int { return g.tx.len() }
@@ -395,7 +358,7 @@ func (g *Gateway) enqueue(r *request) error {
 		if !g.storageFailing.Swap(true) {
 			g.log.Error("cannot write to the state directory (disk full?); refusing packets for the radio until it works again", "err", err)
 		}
-		return fmt.Errorf("%w: %v", errStorage, err)
+		return fmt.Errorf("%w: %w", errStorage, err)
 	}
 	if g.storageFailing.Swap(false) {
 		g.log.Info("the state directory takes writes again; accepting packets for the radio")

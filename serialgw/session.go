@@ -22,10 +22,7 @@ const (
 	nonceOnlyNodes  = 69421
 )
 
-var (
-	errHandshake = errors.New("radio did not complete the handshake")
-	errSilent    = errors.New("radio stopped answering")
-)
+var errHandshake = errors.New("radio did not complete the handshake")
 
 // inflight is a packet written to the radio and not yet confirmed by its
 // QueueStatus.
@@ -66,9 +63,8 @@ type readResult struct {
 	err error
 }
 
-// run drives the session until the radio goes away or ctx ends. It returns
-// how long the link was up.
-func (s *session) run(ctx context.Context) (time.Duration, error) {
+// run drives the session until the radio goes away or ctx ends.
+func (s *session) run(ctx context.Context) error {
 	frames := make(chan readResult, 32)
 	quit := make(chan struct{})
 	readerDone := make(chan struct{})
@@ -76,7 +72,6 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 		defer close(readerDone)
 		s.read(frames, quit)
 	}()
-	var upAt time.Time
 	defer func() {
 		close(quit)
 		s.conn.Close() // unblocks the reader
@@ -90,7 +85,7 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 	}()
 
 	if err := s.startHandshake(ctx); err != nil {
-		return 0, err
+		return err
 	}
 	tick := time.NewTicker(min(time.Second, s.g.cfg.HeartbeatInterval/4))
 	defer tick.Stop()
@@ -103,29 +98,28 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 		case <-ctx.Done():
 			// Tell the firmware we are leaving so it stops queueing for us.
 			s.write(&meshpb.ToRadio{PayloadVariant: &meshpb.ToRadio_Disconnect{Disconnect: true}})
-			return time.Since(upAt), ctx.Err()
+			return ctx.Err()
 
 		case rr := <-frames:
 			if rr.err != nil {
 				if errors.Is(rr.err, io.EOF) {
 					rr.err = fmt.Errorf("radio closed the connection: %w", rr.err)
 				}
-				return s.upFor(upAt), rr.err
+				return rr.err
 			}
 			s.lastRx = time.Now()
 			wasUp := s.up
 			if err := s.handle(ctx, rr.msg); err != nil {
-				return s.upFor(upAt), err
+				return err
 			}
 			if s.up && !wasUp {
-				upAt = time.Now()
 				lastBeat = time.Time{} // ask for a QueueStatus right away
 			}
 			// A confirmation or a handshake may have freed the way for the
 			// next packet.
 			if s.up {
 				if err := s.trySend(pace); err != nil {
-					return s.upFor(upAt), err
+					return err
 				}
 			}
 
@@ -135,11 +129,11 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 			case !s.up && now.After(s.deadline):
 				s.attempts++
 				if s.attempts >= 3 {
-					return s.upFor(upAt), fmt.Errorf("%w after %d attempts of %v", errHandshake, s.attempts, s.g.cfg.HandshakeTimeout)
+					return fmt.Errorf("%w after %d attempts of %v", errHandshake, s.attempts, s.g.cfg.HandshakeTimeout)
 				}
 				s.log.Warn("radio handshake timed out; asking again", "attempt", s.attempts+1)
 				if err := s.startHandshake(ctx); err != nil {
-					return s.upFor(upAt), err
+					return err
 				}
 			case s.up && !s.noFlowCtl && now.Sub(s.lastRx) > s.g.cfg.HeartbeatInterval+s.g.cfg.ReplyTimeout:
 				// (Firmware without flow control does not answer heartbeats,
@@ -148,46 +142,39 @@ func (s *session) run(ctx context.Context) (time.Duration, error) {
 				// still connected: a fresh handshake brings it back.
 				s.log.Warn("radio stopped answering; handshaking again", "silent_for", now.Sub(s.lastRx).Round(time.Second))
 				if err := s.startHandshake(ctx); err != nil {
-					return s.upFor(upAt), err
+					return err
 				}
 			case s.up && now.Sub(lastBeat) >= s.g.cfg.HeartbeatInterval:
 				lastBeat = now
 				// Nonce 1 would make the firmware broadcast our NodeInfo.
 				if err := s.write(&meshpb.ToRadio{PayloadVariant: &meshpb.ToRadio_Heartbeat{Heartbeat: &meshpb.Heartbeat{Nonce: 0}}}); err != nil {
-					return s.upFor(upAt), err
+					return err
 				}
 			}
 			if s.pending != nil && now.After(s.pending.deadline) {
 				s.sendTimedOut()
 			}
 			if err := s.trySend(pace); err != nil {
-				return s.upFor(upAt), err
+				return err
 			}
 
 		case <-s.g.tx.ready:
 			if err := s.trySend(pace); err != nil {
-				return s.upFor(upAt), err
+				return err
 			}
 		case <-pace.C:
 			if err := s.trySend(pace); err != nil {
-				return s.upFor(upAt), err
+				return err
 			}
 
 		case m := <-s.g.proxyOut:
 			if s.up {
 				if err := s.write(&meshpb.ToRadio{PayloadVariant: &meshpb.ToRadio_MqttClientProxyMessage{MqttClientProxyMessage: m}}); err != nil {
-					return s.upFor(upAt), err
+					return err
 				}
 			}
 		}
 	}
-}
-
-func (s *session) upFor(upAt time.Time) time.Duration {
-	if upAt.IsZero() {
-		return 0
-	}
-	return time.Since(upAt)
 }
 
 // read turns the byte stream into FromRadio messages. Text between frames is

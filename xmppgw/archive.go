@@ -158,11 +158,11 @@ func (a *archive) latest(ctx context.Context, s *xmpp.Session, r *room) (string,
 // was away: the archive's messages after the last one the bridge saw. Each
 // goes through the same checks as a live message, and a message already sent
 // on (seen live before a crash) is not sent again.
-func (g *Gateway) catchUp(ctx context.Context, s *xmpp.Session, r *room) error {
+func (g *Gateway) catchUp(ctx context.Context, c *conn, r *room) error {
 	if r.lastStanza == "" {
 		// First join: nothing is owed to the mesh, but from now on the
 		// bridge knows where it is in the room.
-		if id, ok := g.arch.latest(ctx, s, r); ok {
+		if id, ok := c.arch.latest(ctx, c.s, r); ok {
 			if id == "" {
 				id = roomStart // an empty archive: everything later is new
 			}
@@ -174,17 +174,17 @@ func (g *Gateway) catchUp(ctx context.Context, s *xmpp.Session, r *room) error {
 	if after == roomStart {
 		after = ""
 	}
-	msgs, ok := g.arch.since(ctx, s, r, after)
+	msgs, ok := c.arch.since(ctx, c.s, r, after)
 	if !ok && !r.lastSeenAt.IsZero() {
 		// The room does not know that message any more (it was recreated,
 		// say after a server restart): take what it has since the time the
 		// bridge last saw the room. What was seen already is skipped below.
 		g.log.Info("the room's archive no longer has the bridge's last message; catching up by time", "room", r.cfg.JID.String(), "since", r.lastSeenAt.Format(time.RFC3339))
-		_, msgs, ok = g.arch.query(ctx, s, r, "", r.lastSeenAt.Add(-time.Minute))
+		_, msgs, ok = c.arch.query(ctx, c.s, r, "", r.lastSeenAt.Add(-time.Minute))
 	}
 	if !ok {
 		g.log.Warn("could not read the room's archive; messages said while the bridge was away are not sent to the mesh", "room", r.cfg.JID.String())
-		if id, ok := g.arch.latest(ctx, s, r); ok {
+		if id, ok := c.arch.latest(ctx, c.s, r); ok {
 			if id == "" {
 				id = roomStart
 			}
@@ -201,7 +201,7 @@ func (g *Gateway) catchUp(ctx context.Context, s *xmpp.Session, r *room) error {
 			continue
 		}
 		n++
-		if err := g.fromRoom(ctx, s, r, m.From, m.Body, roomMsgKey(r, m.ArchiveID, m.OriginID, m.ID)); err != nil {
+		if err := g.fromRoom(ctx, c, r, m.From, m.Body, roomMsgKey(r, m.ArchiveID, m.OriginID, m.ID)); err != nil {
 			return err
 		}
 	}

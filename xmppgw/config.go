@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"github.com/jshiffer/lora-xmpp-bridge/internal/secret"
 )
 
 // Room maps one mesh channel to one multi-user chat.
@@ -54,7 +56,7 @@ func (r Room) label() string {
 // Config configures the XMPP gateway.
 type Config struct {
 	JID      jid.JID
-	Password string // never logged
+	Password secret.String
 	// Server is host:port to dial instead of looking up SRV records.
 	Server string
 	// RootCAs verifies the server; nil uses the system roots (and
@@ -89,6 +91,25 @@ type Config struct {
 	ResendGrace time.Duration
 	BackoffMin  time.Duration
 	BackoffMax  time.Duration
+
+	// maxTLS caps the TLS version (0: the newest); tests use it to reach
+	// the channel binding Prosody offers only under TLS 1.2.
+	maxTLS uint16
+}
+
+// ConfigError is a Config field with a value that cannot work. Field is the
+// field's name, so that a caller can point at the setting as its user gave
+// it (a flag, a key in a file).
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func fieldErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
 }
 
 // DefaultFormat is how mesh texts appear in the room.
@@ -119,41 +140,44 @@ func (c *Config) Defaults() {
 // Validate checks the configuration without touching the network.
 func (c Config) Validate() error {
 	if c.JID.Localpart() == "" || c.JID.Domainpart() == "" {
-		return fmt.Errorf("XMPP account %q: want user@domain", c.JID.String())
+		return fieldErr("JID", "XMPP account %q: want user@domain", c.JID.String())
 	}
 	if c.Password == "" {
-		return errors.New("no XMPP password: give --password-file (or -p)")
+		return &ConfigError{Field: "Password", Err: errors.New("no XMPP password")}
 	}
 	if c.Server != "" {
 		if _, _, err := net.SplitHostPort(c.Server); err != nil {
-			return fmt.Errorf("--xmpp-server %q: want host:port", c.Server)
+			return fieldErr("Server", "XMPP server %q: want host:port: %w", c.Server, err)
 		}
 	}
+	if c.MaxChunks < 1 {
+		return fieldErr("MaxChunks", "at most %d mesh packets per room message: want at least 1", c.MaxChunks)
+	}
 	if len(c.Rooms) == 0 {
-		return errors.New("no room to join: give -r room@conference.example.org")
+		return &ConfigError{Field: "Rooms", Err: errors.New("no room to join")}
 	}
 	seen := map[string]bool{}
 	for _, r := range c.Rooms {
 		if r.Index > 7 {
-			return fmt.Errorf("room %s: channel index %d: a radio has channels 0 to 7", r.JID, r.Index)
+			return fieldErr("Rooms", "room %s: channel index %d: a radio has channels 0 to 7", r.JID, r.Index)
 		}
 		if r.JID.Localpart() == "" || r.JID.Resourcepart() != "" {
-			return fmt.Errorf("room %q: want a bare room JID such as village@conference.example.org", r.JID.String())
+			return fieldErr("Rooms", "room %q: want a bare room JID such as village@conference.example.org", r.JID.String())
 		}
 		if r.Nick == "" {
-			return fmt.Errorf("room %s: no nick", r.JID)
+			return fieldErr("Rooms", "room %s: no nick", r.JID)
 		}
 		key := strings.ToLower(r.label())
 		if r.ByIndex && r.Index == 0 {
 			key = "primary"
 		}
 		if seen[key] {
-			return fmt.Errorf("channel %s is mapped to two rooms", r.label())
+			return fieldErr("Rooms", "channel %s is mapped to two rooms", r.label())
 		}
 		seen[key] = true
 	}
 	if !strings.Contains(c.Format, "{text}") {
-		return fmt.Errorf("message format %q has no {text}", c.Format)
+		return fieldErr("Format", "message format %q has no {text}", c.Format)
 	}
 	return nil
 }

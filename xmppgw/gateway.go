@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"mellium.im/xmpp/jid"
 
+	"github.com/jshiffer/lora-xmpp-bridge/internal/retry"
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 	"github.com/jshiffer/lora-xmpp-bridge/topics"
@@ -46,8 +46,9 @@ type Gateway struct {
 	toRoom  chan outbound // mesh texts for the rooms
 	notices chan notice   // the bridge's own words to a room
 
-	connected atomic.Bool
-	lastTick  atomic.Int64 // unix nanos of the last pass of the session loop
+	connected  atomic.Bool
+	lastTick   atomic.Int64  // unix nanos of the last pass of the session loop
+	subscribed chan struct{} // closed once Run listens on the broker
 
 	mu            sync.Mutex
 	nodes         map[string]nodeRecord
@@ -56,11 +57,7 @@ type Gateway struct {
 	requests      map[uint32]requestInfo // send requests awaiting an outcome
 	seenMsgs      map[string]bool        // room messages already sent on to the mesh
 	toldRadioDown map[string]bool        // rooms told, in this outage, that the radio is away
-
-	arch *archive // of the current session; used only by its loop
-
-	rooms  []*room  // owned by Run's loop once it runs
-	unsubs []func() // broker subscriptions, set by Attach
+	mechanism     string                 // SASL mechanism of the last login
 }
 
 // outbound is a mesh text on its way to a room.
@@ -103,25 +100,71 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 	}
 	return &Gateway{
 		cfg: cfg, bus: bus, log: log.With("component", "xmpp"),
-		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64),
+		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64), subscribed: make(chan struct{}),
 		nodes: map[string]nodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
 		toldRadioDown: map[string]bool{},
 	}, nil
 }
 
-// Attach restores what waited for the rooms and subscribes to the broker,
-// so that from its return on no mesh text is missed; the daemon calls it
-// before it starts the radio link. Run calls it if nobody did.
-func (g *Gateway) Attach() error {
-	// What waited for the rooms comes back before new mesh texts can
-	// arrive, so nothing is both restored and queued anew.
-	g.rooms = make([]*room, len(g.cfg.Rooms))
-	for i, r := range g.cfg.Rooms {
-		g.rooms[i] = &room{cfg: r, nick: r.Nick}
-		g.rooms[i].unacked = g.restoreRoom(g.rooms[i])
-		g.rooms[i].lastStanza = g.lastSeen(g.rooms[i])
+// Run keeps the gateway connected until ctx ends; call it once. It first
+// restores what waited for the rooms and subscribes to the broker, then
+// closes Subscribed. It returns an error wrapping ErrAuth when the server
+// refuses the credentials, since retrying cannot help; every other failure
+// is retried with capped backoff.
+func (g *Gateway) Run(ctx context.Context) error {
+	rooms, unsubscribe, err := g.attach()
+	if err != nil {
+		return err
 	}
-	g.unsubs = []func(){}
+	defer unsubscribe()
+	close(g.subscribed)
+	defer func() {
+		n := len(g.toRoom)
+		for _, r := range rooms {
+			n += len(r.backlog) + len(r.unacked)
+		}
+		if n > 0 {
+			g.log.Warn("stopping with mesh messages not yet confirmed by the room", "count", n)
+		}
+	}()
+	policy := retry.Policy{Min: g.cfg.BackoffMin, Max: g.cfg.BackoffMax, Healthy: time.Minute, Tick: g.tick}
+	return retry.Run(ctx, policy, g.log, "XMPP connection lost; reconnecting", func(ctx context.Context) error {
+		err := g.session(ctx, rooms)
+		g.connected.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		g.Stats.Disconnects.Add(1)
+		if errors.Is(err, ErrAuth) {
+			g.log.Error("XMPP login refused: check the JID and the password", "jid", g.cfg.JID.String(), "err", err)
+			return retry.Permanent(err)
+		}
+		return err
+	})
+}
+
+// Subscribed is closed once Run listens on the broker: from then on no
+// mesh text is missed. The daemon waits for it before it starts the radio
+// link. It stays open if Run fails before.
+func (g *Gateway) Subscribed() <-chan struct{} { return g.subscribed }
+
+// attach restores what waited for the rooms and subscribes to the broker.
+// What waited comes back before new mesh texts can arrive, so nothing is
+// both restored and queued anew.
+func (g *Gateway) attach() (rooms []*room, unsubscribe func(), err error) {
+	rooms = make([]*room, len(g.cfg.Rooms))
+	for i, rc := range g.cfg.Rooms {
+		r := newRoom(rc, &g.cfg, g.log)
+		r.unacked = g.restoreRoom(r)
+		r.lastStanza = g.lastSeen(r)
+		rooms[i] = r
+	}
+	var unsubs []func()
+	unsubscribe = func() {
+		for _, u := range unsubs {
+			u()
+		}
+	}
 	for _, s := range []struct {
 		filter string
 		h      func(string, []byte)
@@ -134,80 +177,12 @@ func (g *Gateway) Attach() error {
 	} {
 		unsub, err := g.bus.Subscribe(s.filter, s.h)
 		if err != nil {
-			return err
+			unsubscribe()
+			return nil, nil, fmt.Errorf("subscribe to %s: %w", s.filter, err)
 		}
-		g.unsubs = append(g.unsubs, unsub)
+		unsubs = append(unsubs, unsub)
 	}
-	return nil
-}
-
-// Run keeps the gateway connected until ctx ends. It returns an error
-// wrapping ErrAuth when the server refuses the credentials, since retrying
-// cannot help; every other failure is retried with capped backoff.
-func (g *Gateway) Run(ctx context.Context) error {
-	if g.unsubs == nil {
-		if err := g.Attach(); err != nil {
-			return err
-		}
-	}
-	defer func() {
-		for _, u := range g.unsubs {
-			u()
-		}
-	}()
-	rooms := g.rooms
-	defer func() {
-		n := len(g.toRoom)
-		for _, r := range rooms {
-			n += len(r.backlog) + len(r.unacked)
-		}
-		if n > 0 {
-			g.log.Warn("stopping with mesh messages not yet confirmed by the room", "count", n)
-		}
-	}()
-	backoff := g.cfg.BackoffMin
-	var lastErr string
-	for {
-		g.tick()
-		start := time.Now()
-		err := g.session(ctx, rooms)
-		g.connected.Store(false)
-		if ctx.Err() != nil {
-			return nil
-		}
-		g.Stats.Disconnects.Add(1)
-		if errors.Is(err, ErrAuth) {
-			g.log.Error("XMPP login refused: check the JID and the password file", "jid", g.cfg.JID.String(), "err", err)
-			return err
-		}
-		if msg := err.Error(); msg != lastErr {
-			g.log.Warn("XMPP connection lost; reconnecting", "err", err)
-			lastErr = msg
-		} else {
-			g.log.Debug("XMPP still unreachable", "err", err)
-		}
-		if time.Since(start) > time.Minute {
-			backoff = g.cfg.BackoffMin
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(backoff*2, g.cfg.BackoffMax)
-		t := time.NewTimer(wait)
-		beat := time.NewTicker(time.Second)
-	waiting:
-		for {
-			g.tick()
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				beat.Stop()
-				return nil
-			case <-t.C:
-				break waiting
-			case <-beat.C:
-			}
-		}
-		beat.Stop()
-	}
+	return rooms, unsubscribe, nil
 }
 
 func (g *Gateway) tick() { g.lastTick.Store(time.Now().UnixNano()) }
@@ -217,6 +192,14 @@ func (g *Gateway) LastProgress() time.Time { return time.Unix(0, g.lastTick.Load
 
 // Connected reports whether the XMPP session is up.
 func (g *Gateway) Connected() bool { return g.connected.Load() }
+
+// Mechanism is the SASL mechanism of the last login ("" before the first),
+// e.g. SCRAM-SHA-1-PLUS when the login used channel binding.
+func (g *Gateway) Mechanism() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.mechanism
+}
 
 // onMeshRX takes a packet heard on the mesh. It runs on the publisher's
 // goroutine: decide, queue, return.

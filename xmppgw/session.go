@@ -2,138 +2,40 @@ package xmppgw
 
 import (
 	"context"
-	"encoding/xml"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
 
-	"mellium.im/xmlstream"
-	"mellium.im/xmpp"
-	"mellium.im/xmpp/history"
 	"mellium.im/xmpp/jid"
-	"mellium.im/xmpp/mux"
-	"mellium.im/xmpp/ping"
 	"mellium.im/xmpp/stanza"
 )
 
-// room is one bridged multi-user chat and what we know of our place in it.
-type room struct {
-	cfg        Room
-	nick       string  // current nick: cfg.Nick, or with a suffix after a conflict
-	occupant   jid.JID // room@service/nick we joined as
-	occupantID string  // our XEP-0421 occupant id, when the room gives one
-	joined     bool
-	joinSent   time.Time
-	rejoinAt   time.Time // zero: no rejoin scheduled
-	gone       bool      // banned, or the room was destroyed: stop bridging it
-	conflicts  int
-	lastStanza string // the room's id of the last message we saw in it
-	markSeq    uint64 // the spool entry holding lastStanza
-	lastSeenAt time.Time
-	joinedAt   time.Time
-	removals   int        // times removed without staying long; grows the rejoin pause
-	backlog    []outbound // mesh texts waiting for the room
-	unacked    []outbound // posted, not yet reflected by the room, in order
-}
-
-// ack removes a reflected message from the unacked list.
-func (r *room) ack(id string) (outbound, bool) {
-	for i, o := range r.unacked {
-		if o.id == id {
-			r.unacked = append(r.unacked[:i], r.unacked[i+1:]...)
-			return o, true
-		}
-	}
-	return outbound{}, false
-}
-
-// event is what the stanza handlers hand to the session loop.
-type event struct {
-	msg  *inMessage
-	pres *inPresence
-	lost *room // a self-ping says we are no longer in this room
-}
-
 // session runs one XMPP connection: connect, join the rooms, bridge, until
-// the connection fails or ctx ends.
+// the connection fails or ctx ends. The connection, and all it started, is
+// closed before session returns.
 func (g *Gateway) session(ctx context.Context, rooms []*room) error {
-	s, err := g.connect(ctx)
+	c, err := openConn(ctx, &g.cfg)
 	if err != nil {
 		return err
 	}
+	defer c.close()
 	g.Stats.Connects.Add(1)
 	g.connected.Store(true)
-	g.log.Info("XMPP connected", "jid", s.LocalAddr().String())
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events := make(chan event, 256)
-	push := func(e event) {
-		select {
-		case events <- e:
-		case <-ctx.Done():
-		}
-	}
-	// Handlers run inside Serve: they decode and hand off, never wait.
-	onMessage := func(_ stanza.Message, t xmlstream.TokenReadEncoder) error {
-		var m inMessage
-		if err := xml.NewTokenDecoder(t).Decode(&m); err != nil {
-			return nil
-		}
-		m.received = time.Now()
-		push(event{msg: &m})
-		return nil
-	}
-	onPresence := func(_ stanza.Presence, t xmlstream.TokenReadEncoder) error {
-		var p inPresence
-		if err := xml.NewTokenDecoder(t).Decode(&p); err != nil {
-			return nil
-		}
-		push(event{pres: &p})
-		return nil
-	}
-	arch := &archive{}
-	m := mux.New(stanza.NSClient,
-		ping.Handle(),
-		mux.MessageFunc(stanza.NormalMessage, xml.Name{Space: history.NS, Local: "result"}, arch.handle),
-		mux.MessageFunc(stanza.GroupChatMessage, xml.Name{Local: "body"}, onMessage),
-		mux.MessageFunc(stanza.ErrorMessage, xml.Name{Local: "error"}, onMessage),
-		mux.PresenceFunc(stanza.AvailablePresence, xml.Name{Space: nsMUCUser, Local: "x"}, onPresence),
-		mux.PresenceFunc(stanza.UnavailablePresence, xml.Name{Space: nsMUCUser, Local: "x"}, onPresence),
-		mux.PresenceFunc(stanza.ErrorPresence, xml.Name{Local: "error"}, onPresence),
-	)
-	g.arch = arch
-	served := make(chan error, 1)
-	serveDone := make(chan struct{})
-	go func() {
-		defer close(serveDone)
-		served <- s.Serve(m)
-	}()
-	defer func() {
-		cancel()
-		// Say goodbye if the stream still takes writes, then close the
-		// socket, which ends Serve. (SetCloseDeadline would race with Serve.)
-		_ = s.Conn().SetWriteDeadline(time.Now().Add(2 * time.Second))
-		_ = s.Close()
-		_ = s.Conn().Close()
-		<-serveDone
-	}()
+	g.mu.Lock()
+	g.mechanism = c.mechanism
+	g.mu.Unlock()
+	g.log.Info("XMPP connected", "jid", c.s.LocalAddr().String(), "mechanism", c.mechanism)
 
 	for _, r := range rooms {
-		r.joined, r.rejoinAt = false, time.Time{}
-		if !r.gone {
-			if err := g.join(ctx, s, r); err != nil {
+		if r.reconnected() == stepJoin {
+			if err := g.join(ctx, c, r); err != nil {
 				return err
 			}
 		}
 	}
 
-	pingFailed := make(chan error, 1)
-	var pinging bool
-	pingDone := make(chan struct{}, 1)
 	lastPing := time.Now()
 	lastSelfPing := time.Now()
 	tick := time.NewTicker(time.Second)
@@ -144,38 +46,30 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 		case <-ctx.Done():
 			bye, cancelBye := context.WithTimeout(context.Background(), 2*time.Second)
 			for _, r := range rooms {
-				if r.joined {
-					_ = s.Encode(bye, joinPresence{To: r.occupant.String(), Type: "unavailable"})
+				if r.joined() {
+					_ = c.s.Encode(bye, joinPresence{To: r.occupant.String(), Type: "unavailable"})
 				}
 			}
 			cancelBye()
 			return ctx.Err()
-		case err := <-served:
-			if err == nil {
-				err = errors.New("server closed the stream")
-			}
-			return fmt.Errorf("XMPP stream ended: %w", err)
-		case err := <-pingFailed:
+		case err := <-c.lost:
 			return err
-		case <-pingDone:
-			pinging = false
-		case e := <-events:
-			if err := g.handleEvent(ctx, s, rooms, e); err != nil {
+		case e := <-c.events:
+			if err := g.handleEvent(ctx, c, rooms, e); err != nil {
 				return err
 			}
 		case o := <-g.toRoom:
-			if err := g.deliver(ctx, s, rooms, o); err != nil {
+			if err := g.deliver(ctx, c, rooms, o); err != nil {
 				return err
 			}
 		case n := <-g.notices:
-			if err := write(ctx, s, outMessage{ID: randomID(), To: n.room.String(), Type: "groupchat", Body: n.text}); err != nil {
+			if err := c.send(ctx, outMessage{ID: randomID(), To: n.room.String(), Type: "groupchat", Body: n.text}); err != nil {
 				return err
 			}
 		case now := <-tick.C:
 			g.tick()
-			if !pinging && now.Sub(lastPing) >= g.cfg.PingInterval {
-				lastPing, pinging = now, true
-				go g.keepalive(ctx, s, pingFailed, pingDone)
+			if now.Sub(lastPing) >= g.cfg.PingInterval && c.keepalive() {
+				lastPing = now
 			}
 			selfPing := now.Sub(lastSelfPing) >= g.cfg.SelfPingInterval
 			if selfPing {
@@ -183,68 +77,35 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 			}
 			for _, r := range rooms {
 				switch {
-				case r.gone:
-				case !r.joined && !r.rejoinAt.IsZero() && now.After(r.rejoinAt):
-					r.rejoinAt = time.Time{}
-					if err := g.join(ctx, s, r); err != nil {
+				case r.due(now):
+					if err := g.join(ctx, c, r); err != nil {
 						return err
 					}
-				case !r.joined && r.rejoinAt.IsZero() && now.Sub(r.joinSent) > 30*time.Second:
-					g.log.Warn("no answer to joining the room; trying again", "room", r.cfg.JID.String())
-					if err := g.join(ctx, s, r); err != nil {
-						return err
-					}
-				case r.joined && selfPing:
-					go g.selfPing(ctx, s, r, r.occupant, events)
+				case r.joined() && selfPing:
+					c.selfPing(r.occupant)
 				}
 			}
 		}
 	}
 }
 
-// keepalive pings the server; a missing answer means the link is dead,
-// even if writes still succeed into the kernel's buffer.
-func (g *Gateway) keepalive(ctx context.Context, s *xmpp.Session, failed chan<- error, done chan<- struct{}) {
-	defer func() { done <- struct{}{} }()
-	pctx, cancel := context.WithTimeout(ctx, g.cfg.PingTimeout)
-	defer cancel()
-	if err := ping.Send(pctx, s, g.cfg.JID.Domain()); err != nil && ctx.Err() == nil {
-		select {
-		case failed <- fmt.Errorf("XMPP server did not answer a ping within %v: %w", g.cfg.PingTimeout, err):
-		default:
-		}
-		// Closing the socket also frees a session loop stuck in a write.
-		_ = s.Conn().Close()
-	}
-}
-
-// selfPing checks that the room still counts us as an occupant (XEP-0410):
-// a room that silently dropped us answers not-acceptable or item-not-found,
-// and we rejoin. Other errors and timeouts are the server keepalive's call.
-func (g *Gateway) selfPing(ctx context.Context, s *xmpp.Session, r *room, occupant jid.JID, events chan<- event) {
-	pctx, cancel := context.WithTimeout(ctx, g.cfg.PingTimeout)
-	defer cancel()
-	err := ping.Send(pctx, s, occupant)
-	var se stanza.Error
-	if errors.As(err, &se) && (se.Condition == stanza.NotAcceptable || se.Condition == stanza.ItemNotFound) {
-		select {
-		case events <- event{lost: r}:
-		case <-ctx.Done():
-		}
-	}
-}
-
 // join sends our presence to the room, asking for no history.
-func (g *Gateway) join(ctx context.Context, s *xmpp.Session, r *room) error {
-	occ, err := r.cfg.JID.WithResource(r.nick)
-	if err != nil {
-		r.gone = true
-		g.log.Error("invalid nick for the room", "room", r.cfg.JID.String(), "nick", r.nick, "err", err)
+func (g *Gateway) join(ctx context.Context, c *conn, r *room) error {
+	if !r.beginJoin(time.Now()) {
 		return nil
 	}
-	r.occupant, r.joinSent = occ, time.Now()
-	g.log.Debug("joining room", "room", r.cfg.JID.String(), "nick", r.nick)
-	return write(ctx, s, joinPresence{ID: randomID(), To: occ.String(), X: &mucX{}})
+	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), X: &mucX{}})
+}
+
+// act does what a room's state machine asked for.
+func (g *Gateway) act(ctx context.Context, c *conn, r *room, s step) error {
+	switch s {
+	case stepJoin:
+		return g.join(ctx, c, r)
+	case stepFlush:
+		return g.flush(ctx, c, r)
+	}
+	return nil
 }
 
 func (g *Gateway) roomOf(rooms []*room, from jid.JID) *room {
@@ -257,18 +118,16 @@ func (g *Gateway) roomOf(rooms []*room, from jid.JID) *room {
 	return nil
 }
 
-func (g *Gateway) handleEvent(ctx context.Context, s *xmpp.Session, rooms []*room, e event) error {
-	if r := e.lost; r != nil {
-		if r.joined {
-			g.log.Warn("the room no longer counts us as an occupant; rejoining", "room", r.cfg.JID.String())
-			r.joined = false
-			return g.join(ctx, s, r)
+func (g *Gateway) handleEvent(ctx context.Context, c *conn, rooms []*room, e event) error {
+	if e.lost != nil {
+		if r := g.roomOf(rooms, *e.lost); r != nil {
+			return g.act(ctx, c, r, r.forgotten("the room no longer counts us as an occupant; rejoining"))
 		}
 		return nil
 	}
 	if p := e.pres; p != nil {
 		if r := g.roomOf(rooms, p.From); r != nil {
-			return g.onRoomPresence(ctx, s, r, p)
+			return g.act(ctx, c, r, r.onPresence(p))
 		}
 		return nil
 	}
@@ -284,12 +143,7 @@ func (g *Gateway) handleEvent(ctx context.Context, s *xmpp.Session, rooms []*roo
 		}
 		if cond == stanza.NotAcceptable || cond == stanza.ItemNotFound {
 			// The room forgot us: rejoin, and the message is posted again.
-			if r.joined {
-				g.log.Warn("the room says we are not in it; rejoining", "room", r.cfg.JID.String(), "reason", string(cond))
-				r.joined = false
-				return g.join(ctx, s, r)
-			}
-			return nil
+			return g.act(ctx, c, r, r.forgotten("the room says we are not in it; rejoining", "reason", string(cond)))
 		}
 		// Refused for good (we may not speak, too fast, too big): resending
 		// would be refused again.
@@ -299,92 +153,12 @@ func (g *Gateway) handleEvent(ctx context.Context, s *xmpp.Session, rooms []*roo
 		}
 		return nil
 	}
-	return g.onRoomMessage(ctx, s, r, msg)
-}
-
-func (g *Gateway) onRoomPresence(ctx context.Context, s *xmpp.Session, r *room, p *inPresence) error {
-	self := p.has(statusSelf) || p.From.Equal(r.occupant)
-	switch {
-	case p.Type == "error":
-		return g.onJoinError(ctx, s, r, p)
-	case p.Type == "unavailable" && self:
-		r.joined = false
-		switch {
-		case p.X != nil && p.X.Destroy != nil:
-			r.gone = true
-			g.log.Error("room was destroyed; no longer bridging it", "room", r.cfg.JID.String(), "reason", p.reason())
-		case p.has(statusBanned):
-			r.gone = true
-			g.log.Error("banned from the room; no longer bridging it", "room", r.cfg.JID.String(), "reason", p.reason())
-		case p.has(statusNickChanged):
-			if p.X != nil && len(p.X.Items) > 0 && p.X.Items[0].Nick != "" {
-				r.nick = p.X.Items[0].Nick
-				r.occupant, _ = r.cfg.JID.WithResource(r.nick)
-				r.joined = true
-			}
-		case p.has(statusKicked), p.has(statusTechnicalKick), p.has(statusShutdown), p.has(statusAffiliation), p.has(statusMembersOnly):
-			g.log.Warn("removed from the room; rejoining after a pause", "room", r.cfg.JID.String(), "reason", p.reason(), "in", g.scheduleRejoin(r))
-		default:
-			g.log.Warn("left the room unexpectedly; rejoining after a pause", "room", r.cfg.JID.String(), "in", g.scheduleRejoin(r))
-		}
-		return nil
-	case self && !r.joined:
-		if p.has(statusNickAssigned) {
-			r.nick = p.From.Resourcepart()
-		}
-		r.occupant = p.From
-		r.joined, r.conflicts, r.joinedAt = true, 0, time.Now()
-		if p.OccupantID != nil {
-			r.occupantID = p.OccupantID.ID
-		}
-		g.log.Info("joined room", "room", r.cfg.JID.String(), "nick", r.nick, "channel", r.cfg.label())
-		return g.flush(ctx, s, r)
-	}
-	return nil
-}
-
-func (g *Gateway) onJoinError(ctx context.Context, s *xmpp.Session, r *room, p *inPresence) error {
-	cond := stanza.Condition("")
-	if p.Error != nil {
-		cond = p.Error.Condition
-	}
-	switch cond {
-	case stanza.Conflict:
-		r.conflicts++
-		if r.conflicts > 5 {
-			r.gone = true
-			g.log.Error("nick taken, and so are its variants; not bridging the room", "room", r.cfg.JID.String(), "nick", r.cfg.Nick)
-			return nil
-		}
-		r.nick = r.cfg.Nick + strconv.Itoa(r.conflicts+1)
-		g.log.Warn("nick taken in the room; trying another", "room", r.cfg.JID.String(), "nick", r.nick)
-		return g.join(ctx, s, r)
-	case stanza.Forbidden, stanza.NotAuthorized, stanza.RegistrationRequired, stanza.NotAllowed:
-		r.gone = true
-		g.log.Error("the room refuses us; not bridging it", "room", r.cfg.JID.String(), "reason", string(cond))
-	default:
-		g.log.Warn("could not join the room; trying again later", "room", r.cfg.JID.String(), "reason", string(cond), "in", g.scheduleRejoin(r))
-	}
-	return nil
-}
-
-// scheduleRejoin sets when to try the room again: after RejoinDelay, doubled
-// for each removal that did not let us stay a minute, up to BackoffMax, so a
-// room that keeps removing us is not hammered.
-func (g *Gateway) scheduleRejoin(r *room) time.Duration {
-	if !r.joinedAt.IsZero() && time.Since(r.joinedAt) > time.Minute {
-		r.removals = 0
-	}
-	d := g.cfg.RejoinDelay << min(r.removals, 10)
-	d = min(d, g.cfg.BackoffMax)
-	r.removals++
-	r.rejoinAt = time.Now().Add(d)
-	return d
+	return g.onRoomMessage(ctx, c, r, msg)
 }
 
 // onRoomMessage handles a groupchat message: our own reflection acks what
 // we sent; anything else from a person goes to the mesh.
-func (g *Gateway) onRoomMessage(ctx context.Context, s *xmpp.Session, r *room, msg *inMessage) error {
+func (g *Gateway) onRoomMessage(ctx context.Context, c *conn, r *room, msg *inMessage) error {
 	sid := msg.stanzaID(r.cfg.JID)
 	if sid != "" && msg.Delay == nil {
 		g.remember(r, sid)
@@ -409,7 +183,7 @@ func (g *Gateway) onRoomMessage(ctx context.Context, s *xmpp.Session, r *room, m
 	case g.ours(r, msg.From, occID, oid, msg.ID):
 		return nil
 	}
-	return g.fromRoom(ctx, s, r, msg.From, msg.body(), roomMsgKey(r, sid, oid, msg.ID))
+	return g.fromRoom(ctx, c, r, msg.From, msg.body(), roomMsgKey(r, sid, oid, msg.ID))
 }
 
 // ours reports whether a room message is the bridge's own: by occupant id
@@ -442,14 +216,14 @@ func roomMsgKey(r *room, stanzaID, originID, id string) string {
 }
 
 // fromRoom sends a person's room message to the mesh, once.
-func (g *Gateway) fromRoom(ctx context.Context, s *xmpp.Session, r *room, from jid.JID, body, key string) error {
+func (g *Gateway) fromRoom(ctx context.Context, c *conn, r *room, from jid.JID, body, key string) error {
 	body = strings.TrimSpace(body)
 	if body == "" || !g.firstTime(key) {
 		return nil
 	}
 	nick := from.Resourcepart()
 	if cmd, ok := strings.CutPrefix(body, "!"); ok && isCommand(cmd) {
-		return g.command(ctx, s, r, nick, cmd)
+		return g.command(ctx, c, r, nick, cmd)
 	}
 	g.toMesh(r, nick, body, key)
 	return nil
@@ -469,7 +243,7 @@ func isCommand(s string) bool {
 }
 
 // command answers the bridge's own commands; none of them reach the mesh.
-func (g *Gateway) command(ctx context.Context, s *xmpp.Session, r *room, nick, cmd string) error {
+func (g *Gateway) command(ctx context.Context, c *conn, r *room, nick, cmd string) error {
 	word, _, _ := strings.Cut(cmd, " ")
 	var reply string
 	switch word {
@@ -485,14 +259,14 @@ func (g *Gateway) command(ctx context.Context, s *xmpp.Session, r *room, nick, c
 	default:
 		reply = fmt.Sprintf("%s: unknown bridge command !%s (known: !status). Commands are not sent to the mesh.", nick, word)
 	}
-	return write(ctx, s, outMessage{ID: randomID(), To: r.cfg.JID.String(), Type: "groupchat", Body: reply})
+	return c.send(ctx, outMessage{ID: randomID(), To: r.cfg.JID.String(), Type: "groupchat", Body: reply})
 }
 
 // deliver posts a mesh text to its room, or keeps it until the room is joined.
-func (g *Gateway) deliver(ctx context.Context, s *xmpp.Session, rooms []*room, o outbound) error {
+func (g *Gateway) deliver(ctx context.Context, c *conn, rooms []*room, o outbound) error {
 	if o.dm {
 		g.Stats.MeshToRoom.Add(1)
-		return write(ctx, s, outMessage{ID: o.id, To: g.cfg.DMJID.String(), Type: "chat", Body: o.body, OriginID: &originID{o.id}})
+		return c.send(ctx, outMessage{ID: o.id, To: g.cfg.DMJID.String(), Type: "chat", Body: o.body, OriginID: &originID{o.id}})
 	}
 	var r *room
 	for _, rr := range rooms {
@@ -501,17 +275,17 @@ func (g *Gateway) deliver(ctx context.Context, s *xmpp.Session, rooms []*room, o
 			break
 		}
 	}
-	if r == nil || r.gone {
+	if r == nil || r.gone() {
 		return nil // a channel no room is mapped to
 	}
-	if !r.joined {
+	if !r.joined() {
 		r.backlog = append(r.backlog, o)
 		return nil
 	}
-	return g.post(ctx, s, r, o)
+	return g.post(ctx, c, r, o)
 }
 
-func (g *Gateway) post(ctx context.Context, s *xmpp.Session, r *room, o outbound) error {
+func (g *Gateway) post(ctx context.Context, c *conn, r *room, o outbound) error {
 	if o.posted.IsZero() {
 		o.posted, o.after = time.Now(), r.lastStanza
 	}
@@ -522,17 +296,17 @@ func (g *Gateway) post(ctx context.Context, s *xmpp.Session, r *room, o outbound
 		// Late (the room or the link was away): say when it was heard.
 		m.Delay = &delayElem{Stamp: o.heard.UTC().Format(time.RFC3339), From: g.cfg.JID.Bare().String()}
 	}
-	return write(ctx, s, m)
+	return c.send(ctx, m)
 }
 
 // dropArchived removes from the unacked list what the room's archive
 // already has. ok is false when the archive cannot be read.
-func (g *Gateway) dropArchived(ctx context.Context, s *xmpp.Session, r *room) (ok bool) {
+func (g *Gateway) dropArchived(ctx context.Context, c *conn, r *room) (ok bool) {
 	after := r.unacked[0].after
 	if after == roomStart {
 		after = "" // the room's first messages: search by time instead
 	}
-	seen, ok := g.arch.seenSince(ctx, s, r, after, r.unacked[0].posted.Add(-time.Minute))
+	seen, ok := c.arch.seenSince(ctx, c.s, r, after, r.unacked[0].posted.Add(-time.Minute))
 	if !ok {
 		return false
 	}
@@ -552,9 +326,9 @@ func (g *Gateway) dropArchived(ctx context.Context, s *xmpp.Session, r *room) (o
 // flush posts, after a (re)join, what waited for the room: first what was
 // posted but never reflected (the connection died under it), with the same
 // ids so it is recognisable, then what arrived while we were out.
-func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
+func (g *Gateway) flush(ctx context.Context, c *conn, r *room) error {
 	if len(r.unacked) > 0 {
-		ok := g.dropArchived(ctx, s, r)
+		ok := g.dropArchived(ctx, c, r)
 		if ok && len(r.unacked) > 0 && g.cfg.ResendGrace > 0 {
 			// The old connection's last stanzas may still be on their way
 			// through the server (a link that froze rather than broke): give
@@ -564,7 +338,7 @@ func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
 				return ctx.Err()
 			case <-time.After(g.cfg.ResendGrace):
 			}
-			ok = g.dropArchived(ctx, s, r)
+			ok = g.dropArchived(ctx, c, r)
 		}
 		if ok {
 			g.log.Info("resending what the room did not get before the connection dropped", "room", r.cfg.JID.String(), "resend", len(r.unacked))
@@ -572,13 +346,13 @@ func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
 			g.log.Warn("the room keeps no archive; resending unconfirmed messages, which may show twice", "room", r.cfg.JID.String(), "count", len(r.unacked))
 		}
 	}
-	if err := g.catchUp(ctx, s, r); err != nil {
+	if err := g.catchUp(ctx, c, r); err != nil {
 		return err
 	}
 	pending := append(r.unacked, r.backlog...)
 	r.unacked, r.backlog = nil, nil
 	for _, o := range pending {
-		if err := g.post(ctx, s, r, o); err != nil {
+		if err := g.post(ctx, c, r, o); err != nil {
 			return err
 		}
 	}
@@ -587,12 +361,4 @@ func (g *Gateway) flush(ctx context.Context, s *xmpp.Session, r *room) error {
 
 func randomID() string {
 	return "sr-" + strconv.FormatUint(rand.Uint64(), 36)
-}
-
-// write sends one stanza, bounded in time: a peer that stops reading must
-// not wedge the session loop.
-func write(ctx context.Context, s *xmpp.Session, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	return s.Encode(ctx, v)
 }

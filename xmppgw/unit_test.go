@@ -2,16 +2,23 @@ package xmppgw
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
 
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
 func testConfig() Config {
@@ -21,29 +28,45 @@ func testConfig() Config {
 	}
 }
 
+var flagName = regexp.MustCompile(`(^|[\s(])--?[a-z]`)
+
 func TestValidate(t *testing.T) {
 	tests := []struct {
-		name    string
-		edit    func(*Config)
-		wantErr string
+		name      string
+		edit      func(*Config)
+		wantField string
+		wantErr   string
 	}{
-		{"ok", func(*Config) {}, ""},
-		{"no localpart", func(c *Config) { c.JID = jid.MustParse("example.org") }, "user@domain"},
-		{"no password", func(c *Config) { c.Password = "" }, "password"},
-		{"bad server", func(c *Config) { c.Server = "example.org" }, "host:port"},
-		{"no rooms", func(c *Config) { c.Rooms = nil }, "no room"},
-		{"room with resource", func(c *Config) { c.Rooms[0].JID = jid.MustParse("v@c.example.org/nick") }, "bare room"},
-		{"no nick", func(c *Config) { c.Rooms[0].Nick = "" }, "no nick"},
-		{"channel twice", func(c *Config) { c.Rooms = append(c.Rooms, Room{JID: jid.MustParse("b@c.example.org"), Nick: "n"}) }, "two rooms"},
-		{"format without text", func(c *Config) { c.Format = "{name}" }, "{text}"},
+		{"ok", func(*Config) {}, "", ""},
+		{"no localpart", func(c *Config) { c.JID = jid.MustParse("example.org") }, "JID", "user@domain"},
+		{"no password", func(c *Config) { c.Password = "" }, "Password", "password"},
+		{"bad server", func(c *Config) { c.Server = "example.org" }, "Server", "host:port"},
+		{"negative parts", func(c *Config) { c.MaxChunks = -1 }, "MaxChunks", "at least 1"},
+		{"no rooms", func(c *Config) { c.Rooms = nil }, "Rooms", "no room"},
+		{"room with resource", func(c *Config) { c.Rooms[0].JID = jid.MustParse("v@c.example.org/nick") }, "Rooms", "bare room"},
+		{"no nick", func(c *Config) { c.Rooms[0].Nick = "" }, "Rooms", "no nick"},
+		{"channel twice", func(c *Config) { c.Rooms = append(c.Rooms, Room{JID: jid.MustParse("b@c.example.org"), Nick: "n"}) }, "Rooms", "two rooms"},
+		{"format without text", func(c *Config) { c.Format = "{name}" }, "Format", "{text}"},
 	}
 	for _, tt := range tests {
 		c := testConfig()
 		tt.edit(&c)
 		c.Defaults()
 		err := c.Validate()
-		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
-			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.wantErr)
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s: err = %v", tt.name, err)
+			}
+			continue
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != tt.wantField || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("%s: err = %v (%#v), want %q about %s", tt.name, err, err, tt.wantErr, tt.wantField)
+			continue
+		}
+		// A library does not know how its caller names the setting.
+		if flagName.MatchString(err.Error()) {
+			t.Errorf("%s: %q names a flag", tt.name, err)
 		}
 	}
 }
@@ -109,8 +132,13 @@ func TestMeshRXRouting(t *testing.T) {
 
 	g = newTestGateway(t, func(c *Config) { c.DMJID = jid.MustParse("operator@example.org") })
 	g.onMeshRX("", rx(0xa1b2c3d4, 0x5eed0001, 43, "psst", false))
-	if o := <-g.toRoom; !o.dm || o.body != "!a1b2c3d4: psst" {
-		t.Errorf("DM queued as %+v", o)
+	select {
+	case o := <-g.toRoom:
+		if !o.dm || o.body != "!a1b2c3d4: psst" {
+			t.Errorf("DM queued as %+v", o)
+		}
+	default:
+		t.Error("DM to our radio not queued")
 	}
 }
 
@@ -139,34 +167,193 @@ func TestRemovedFromRoom(t *testing.T) {
 		Reason string `xml:"reason"`
 	}{"moving on"}
 	tests := []struct {
-		name       string
-		p          *inPresence
-		wantGone   bool
-		wantRejoin bool
+		name string
+		p    *inPresence
+		want roomState
 	}{
-		{"kicked", self(statusSelf, statusKicked), false, true},
-		{"technical kick", self(statusSelf, statusTechnicalKick), false, true},
-		{"service shutdown", self(statusSelf, statusShutdown), false, true},
-		{"kicked without 110 (older servers)", self(statusKicked), false, true},
-		{"banned", self(statusSelf, statusBanned), true, false},
-		{"destroyed without 110 (ejabberd)", destroyed, true, false},
+		{"kicked", self(statusSelf, statusKicked), roomWaiting},
+		{"technical kick", self(statusSelf, statusTechnicalKick), roomWaiting},
+		{"service shutdown", self(statusSelf, statusShutdown), roomWaiting},
+		{"kicked without 110 (older servers)", self(statusKicked), roomWaiting},
+		{"banned", self(statusSelf, statusBanned), roomGone},
+		{"destroyed without 110 (ejabberd)", destroyed, roomGone},
 	}
 	g := newTestGateway(t, nil)
 	for _, tt := range tests {
-		r := &room{cfg: g.cfg.Rooms[0], nick: "meshbridge", occupant: occupant, joined: true}
-		if err := g.onRoomPresence(context.Background(), nil, r, tt.p); err != nil {
-			t.Fatal(err)
+		r := joinedRoom(g, occupant)
+		if s := r.onPresence(tt.p); s != stepNone {
+			t.Errorf("%s: step %v, want none", tt.name, s)
 		}
-		if r.joined || r.gone != tt.wantGone || (!r.rejoinAt.IsZero()) != tt.wantRejoin {
-			t.Errorf("%s: joined %v gone %v rejoin %v", tt.name, r.joined, r.gone, !r.rejoinAt.IsZero())
+		if r.state != tt.want || (r.state == roomWaiting) == r.rejoinAt.IsZero() {
+			t.Errorf("%s: state %v rejoin at %v, want state %v", tt.name, r.state, r.rejoinAt, tt.want)
+		}
+		if r.state == roomWaiting && (r.due(time.Now()) || !r.due(r.rejoinAt.Add(time.Millisecond))) {
+			t.Errorf("%s: rejoin not due exactly after the pause", tt.name)
 		}
 	}
 	// Another occupant leaving changes nothing.
-	r := &room{cfg: g.cfg.Rooms[0], nick: "meshbridge", occupant: occupant, joined: true}
+	r := joinedRoom(g, occupant)
 	other := self(statusKicked)
 	other.From = jid.MustParse("village@conference.example.org/alice")
-	g.onRoomPresence(context.Background(), nil, r, other)
-	if !r.joined {
-		t.Error("another occupant's kick made the bridge leave")
+	if s := r.onPresence(other); s != stepNone || !r.joined() {
+		t.Errorf("another occupant's kick: step %v, state %v", s, r.state)
+	}
+}
+
+func joinedRoom(g *Gateway, occupant jid.JID) *room {
+	r := newRoom(g.cfg.Rooms[0], &g.cfg, g.log)
+	r.state, r.occupant = roomJoined, occupant
+	return r
+}
+
+// Joining: a taken nick gets a suffix, a few times; our own presence means
+// we are in, and what waited is posted; a refusal ends the bridging.
+func TestJoinRoom(t *testing.T) {
+	g := newTestGateway(t, nil)
+	r := newRoom(g.cfg.Rooms[0], &g.cfg, g.log)
+	if r.reconnected() != stepJoin || !r.beginJoin(time.Now()) || r.occupant.String() != "village@conference.example.org/meshbridge" {
+		t.Fatalf("first join as %v", r.occupant)
+	}
+	conflict := &inPresence{From: r.occupant, Type: "error", Error: &stanza.Error{Condition: stanza.Conflict}}
+	if s := r.onPresence(conflict); s != stepJoin || r.nick != "meshbridge2" {
+		t.Errorf("conflict: step %v, nick %q", s, r.nick)
+	}
+	r.beginJoin(time.Now())
+	in := &inPresence{From: r.occupant, X: &mucUserX{Statuses: []struct {
+		Code int `xml:"code,attr"`
+	}{{statusSelf}}}, OccupantID: &idElem{ID: "occ-1"}}
+	if s := r.onPresence(in); s != stepFlush || !r.joined() || r.occupantID != "occ-1" || r.conflicts != 0 {
+		t.Errorf("own presence: step %v, state %v, occupant id %q", s, r.state, r.occupantID)
+	}
+	if s := r.onPresence(in); s != stepNone {
+		t.Errorf("own presence again: step %v, want none (nothing to flush twice)", s)
+	}
+	if s := r.forgotten("test"); s != stepJoin || r.state != roomJoining {
+		t.Errorf("forgotten: step %v, state %v", s, r.state)
+	}
+	if s := r.forgotten("test"); s != stepNone {
+		t.Errorf("forgotten while not in: step %v", s)
+	}
+
+	for i := 0; i < 6; i++ {
+		r.onPresence(conflict)
+	}
+	if !r.gone() || r.reconnected() != stepNone {
+		t.Errorf("after 6 conflicts: state %v", r.state)
+	}
+
+	r = newRoom(g.cfg.Rooms[0], &g.cfg, g.log)
+	r.beginJoin(time.Now())
+	if r.onPresence(&inPresence{From: r.occupant, Type: "error", Error: &stanza.Error{Condition: stanza.Forbidden}}); !r.gone() {
+		t.Errorf("forbidden: state %v", r.state)
+	}
+	r = newRoom(g.cfg.Rooms[0], &g.cfg, g.log)
+	r.beginJoin(time.Now())
+	if r.onPresence(&inPresence{From: r.occupant, Type: "error", Error: &stanza.Error{Condition: stanza.ServiceUnavailable}}); r.state != roomWaiting {
+		t.Errorf("service unavailable: state %v, want a pause", r.state)
+	}
+	if r.reconnected() != stepJoin || r.state != roomJoining || !r.rejoinAt.IsZero() {
+		t.Errorf("a new connection does not join at once: state %v", r.state)
+	}
+	if r.due(time.Now()) || !r.due(time.Now().Add(31*time.Second)) {
+		t.Error("an unanswered join is not retried after 30s")
+	}
+	r.nick = "\xff" // not UTF-8: no JID can carry it
+	if r.beginJoin(time.Now()) || !r.gone() {
+		t.Errorf("unusable nick: state %v, occupant %v", r.state, r.occupant)
+	}
+}
+
+// A room that keeps removing us is given doubling pauses, up to the cap;
+// a stay of over a minute starts the pauses over.
+func TestRejoinBackoff(t *testing.T) {
+	g := newTestGateway(t, func(c *Config) { c.RejoinDelay, c.BackoffMax = time.Second, 5*time.Second })
+	r := joinedRoom(g, jid.MustParse("village@conference.example.org/meshbridge"))
+	var got []time.Duration
+	for range 5 {
+		r.joinedAt = time.Now()
+		got = append(got, r.scheduleRejoin())
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("pauses %v, want %v", got, want)
+	}
+	r.joinedAt = time.Now().Add(-2 * time.Minute)
+	if d := r.scheduleRejoin(); d != time.Second {
+		t.Errorf("after a long stay: pause %v, want 1s", d)
+	}
+}
+
+// recordingBus remembers subscriptions; failAt makes the n-th one fail.
+type recordingBus struct {
+	mu      sync.Mutex
+	filters []string
+	active  int
+	failAt  int
+}
+
+func (b *recordingBus) Publish(string, []byte, bool) error { return nil }
+func (b *recordingBus) Subscribe(filter string, _ func(string, []byte)) (func(), error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.filters)+1 == b.failAt {
+		return nil, errors.New("broker closed")
+	}
+	b.filters = append(b.filters, filter)
+	b.active++
+	return func() { b.mu.Lock(); b.active--; b.mu.Unlock() }, nil
+}
+
+// Run subscribes first thing and says so; the subscriptions end with Run.
+// A failed subscription ends Run with nothing left subscribed.
+func TestRunSubscribes(t *testing.T) {
+	c := testConfig()
+	c.Server = "127.0.0.1:1" // refused: Run keeps retrying
+	bus := &recordingBus{}
+	g, err := New(c, bus, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	select {
+	case <-g.Subscribed():
+	case err := <-done:
+		t.Fatalf("Run ended before subscribing: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Subscribed not closed")
+	}
+	bus.mu.Lock()
+	filters, active := strings.Join(bus.filters, " "), bus.active
+	bus.mu.Unlock()
+	for _, f := range []string{topics.MeshRX, topics.MeshResult, topics.NodesFilter, topics.BridgeRadio, topics.BridgeStatus} {
+		if !strings.Contains(filters, f) {
+			t.Errorf("not subscribed to %s before Subscribed: %s", f, filters)
+		}
+	}
+	if active != 5 {
+		t.Errorf("%d subscriptions active", active)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v after ctx ended, want nil", err)
+	}
+	if bus.active != 0 {
+		t.Errorf("%d subscriptions left after Run", bus.active)
+	}
+
+	bus = &recordingBus{failAt: 3}
+	g, _ = New(c, bus, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := g.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "broker closed") {
+		t.Errorf("Run = %v, want the subscription error", err)
+	}
+	select {
+	case <-g.Subscribed():
+		t.Error("Subscribed closed although Run failed to subscribe")
+	default:
+	}
+	if bus.active != 0 {
+		t.Errorf("%d subscriptions left after a failed Run", bus.active)
 	}
 }

@@ -4,12 +4,15 @@ package xmppgw_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -63,12 +66,16 @@ func (br *bridge) startXMPP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := xg.Attach(); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(br.ctx)
 	br.xmpp, br.stopX, br.err = xg, cancel, make(chan error, 1)
 	go func() { br.err <- xg.Run(ctx) }()
+	// As the daemon does: nothing reaches the radio before the gateway
+	// listens on the broker.
+	select {
+	case <-xg.Subscribed():
+	case err := <-br.err:
+		t.Fatalf("XMPP gateway ended before it subscribed: %v", err)
+	}
 }
 
 func startBridge(t *testing.T, srv *xmpptest.Server, room jid.JID, tune func(*xmppgw.Config), tuneLink ...func(*serialgw.Config)) *bridge {
@@ -180,6 +187,10 @@ func TestMeshAndRoom(t *testing.T) {
 	if m.Body != "Ana's T-Beam: Hello from the ridge 🌄" || !strings.HasPrefix(m.OriginID, "mesh-a1b2c3d4-") || m.Nick != "meshbridge" {
 		t.Errorf("room got %+v", m)
 	}
+	// No channel binding unless asked for; Prosody 0.12 has no SCRAM-SHA-256.
+	if got := br.xmpp.Mechanism(); got != "SCRAM-SHA-1" {
+		t.Errorf("logged in with %q, want SCRAM-SHA-1", got)
+	}
 
 	// Room -> mesh, as "nick: text".
 	if _, err := alice.Say(ctx, room.String(), "Hi mesh, from the room"); err != nil {
@@ -242,11 +253,25 @@ func TestMeshAndRoom(t *testing.T) {
 func strip(s string) string { return strings.Join(strings.Fields(s), "") }
 
 // With channel binding asked for, the login uses SCRAM-SHA-1-PLUS where the
-// server offers it (Prosody does under TLS 1.2) and plain SCRAM otherwise.
+// server offers it: Prosody 0.12 does only under TLS 1.2 (tls-unique), so
+// the connection is held to TLS 1.2. Without it asked for, the same
+// connection logs in with plain SCRAM.
 func TestChannelBinding(t *testing.T) {
 	srv, room, alice := startRoom(t)
-	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.ChannelBinding = true })
+	tls12 := func(c *xmppgw.Config) { xmppgw.SetMaxTLS(c, tls.VersionTLS12) }
+	br := startBridge(t, srv, room, func(c *xmppgw.Config) { c.ChannelBinding = true; tls12(c) })
 	meshToRoom(t, br, alice, "bound")
+	if got := br.xmpp.Mechanism(); got != "SCRAM-SHA-1-PLUS" {
+		t.Errorf("logged in with %q, want SCRAM-SHA-1-PLUS", got)
+	}
+
+	br.stopXMPP(t)
+	br.cfg.ChannelBinding = false
+	br.startXMPP(t)
+	meshToRoom(t, br, alice, "not bound")
+	if got := br.xmpp.Mechanism(); got != "SCRAM-SHA-1" {
+		t.Errorf("without channel binding logged in with %q, want SCRAM-SHA-1", got)
+	}
 }
 
 // Kicked, the bridge rejoins after a pause and bridges again.
@@ -262,6 +287,13 @@ func TestKickRejoin(t *testing.T) {
 	if err := alice.Kick(ctx, room.String(), "meshbridge", "testing"); err != nil {
 		t.Fatal(err)
 	}
+	kicked := alice.WaitPresence(t, wait, func(p xmpptest.Presence) bool {
+		return p.Nick == "meshbridge" && p.Type == "unavailable" && p.HasCode(307)
+	})
+	// Back in the room: a new presence after the kick, then it bridges.
+	alice.WaitPresence(t, wait, func(p xmpptest.Presence) bool {
+		return p.Nick == "meshbridge" && p.Type == "" && p.Received.After(kicked.Received)
+	})
 	meshToRoom(t, br, alice, "after the kick")
 }
 
@@ -411,6 +443,9 @@ func TestEjabberd(t *testing.T) {
 	if m.Body != "Ana's T-Beam: Hello ejabberd" {
 		t.Errorf("room got %q", m.Body)
 	}
+	if got := br.xmpp.Mechanism(); got != "SCRAM-SHA-256" {
+		t.Errorf("logged in with %q, want SCRAM-SHA-256", got)
+	}
 	if _, err := alice.Say(ctx, room.String(), "Hi from ejabberd"); err != nil {
 		t.Fatal(err)
 	}
@@ -531,4 +566,64 @@ func TestServerDownFiftyTexts(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("room got %d texts: %v", len(got), got)
 	}
+}
+
+// The keepalive and the self-pings belong to their connection: none of
+// them is left once the connection is gone, whether it failed (a frozen
+// server, with self-pings still waiting for answers) or the gateway stopped.
+func TestNothingOutlivesTheSession(t *testing.T) {
+	srv, room, alice := startRoom(t)
+	br := startBridge(t, srv, room, func(c *xmppgw.Config) {
+		c.PingInterval, c.PingTimeout, c.SelfPingInterval = time.Second, 3*time.Second, time.Second
+	})
+	meshToRoom(t, br, alice, "in the room")
+	pending := func() bool {
+		s := strings.Join(connGoroutines(), "\n")
+		return strings.Contains(s, "(*conn).keepalive") && strings.Contains(s, "(*conn).selfPing")
+	}
+
+	srv.Freeze()
+	testutil.Eventually(t, wait, pending, "no keepalive and self-ping waiting for the frozen server")
+	testutil.Eventually(t, wait, func() bool { return br.xmpp.Stats.Disconnects.Load() >= 1 }, "frozen server not noticed")
+	// The new connection cannot log in to the frozen server, so every
+	// goroutine of a connection left now is the old one's.
+	if left := connGoroutines(); len(left) > 0 {
+		t.Errorf("%d goroutines of the lost connection outlived it:\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+
+	srv.Thaw()
+	alice2 := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice2.Join(context.Background(), room.String(), "alice2"); err != nil {
+		t.Fatal(err)
+	}
+	meshToRoom(t, br, alice2, "back in the room")
+	br.stopXMPP(t)
+	if left := connGoroutines(); len(left) > 0 {
+		t.Errorf("%d goroutines of the connection outlived Run:\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+}
+
+// connFrame matches a frame of a conn method, inlined or not (an inlined
+// method's closure is named after the caller it was inlined into).
+var connFrame = regexp.MustCompile(`lora-xmpp-bridge/xmppgw\.\S*\(\*conn\)\.`)
+
+// connGoroutines returns the stacks of the goroutines working for an XMPP
+// connection of the gateway.
+func connGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if connFrame.MatchString(g) {
+			out = append(out, g)
+		}
+	}
+	return out
 }

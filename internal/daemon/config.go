@@ -19,6 +19,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/secret"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
 	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
@@ -45,7 +46,7 @@ type Config struct {
 
 	// The XMPP side.
 	JID          string
-	Password     Secret
+	Password     secret.String
 	PasswordFile string
 	Room         string
 	Nick         string
@@ -69,23 +70,15 @@ type RoomConfig struct {
 	ChannelIndex *int   `toml:"channel-index"`
 }
 
-// Secret is a string that never shows in logs or formatted errors.
-type Secret string
-
-func (Secret) String() string                 { return "[redacted]" }
-func (Secret) LogValue() slog.Value           { return slog.StringValue("[redacted]") }
-func (s Secret) GoString() string             { return s.String() }
-func (s *Secret) Set(v string) error          { *s = Secret(v); return nil }
-func (s Secret) Reveal() string               { return string(s) }
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
 // ErrUsage marks errors in what the daemon was told, as opposed to what
 // happened while running; the command exits with EX_CONFIG for them so a
 // supervisor does not restart it in a loop.
 var ErrUsage = errors.New("configuration error")
 
+// usageErr formats like fmt.Errorf, so a %w in format keeps the cause
+// reachable through errors.Is and errors.As.
 func usageErr(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %w", ErrUsage, fmt.Errorf(format, args...))
 }
 
 // Parse reads the command line (and the config file it names) into a
@@ -131,7 +124,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
 		}
-		return c, fmt.Errorf("%w: %v", ErrUsage, err)
+		return c, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return c, usageErr("unexpected argument %q", fs.Arg(0))
@@ -156,13 +149,13 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 func applyFile(fs *flag.FlagSet, path string, setOnCommandLine map[string]bool) ([]RoomConfig, error) {
 	var values map[string]any
 	if _, err := toml.DecodeFile(path, &values); err != nil {
-		return nil, usageErr("config file %s: %v", path, err)
+		return nil, usageErr("config file %s: %w", path, err)
 	}
 	var rooms struct {
 		Rooms []RoomConfig `toml:"rooms"`
 	}
 	if md, err := toml.DecodeFile(path, &rooms); err != nil {
-		return nil, usageErr("config file %s: [[rooms]]: %v", path, err)
+		return nil, usageErr("config file %s: [[rooms]]: %w", path, err)
 	} else if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		for _, k := range undecoded {
 			if len(k) > 1 && k[0] == "rooms" {
@@ -189,7 +182,7 @@ func applyFile(fs *flag.FlagSet, path string, setOnCommandLine map[string]bool) 
 			return nil, usageErr("config file %s: setting %q must be a string, number or boolean", path, key)
 		}
 		if err := fs.Set(key, s); err != nil {
-			return nil, usageErr("config file %s: %s: %v", path, key, err)
+			return nil, usageErr("config file %s: %s: %w", path, key, err)
 		}
 	}
 	return rooms.Rooms, nil
@@ -213,15 +206,18 @@ func defaultStateDir(getenv func(string) string) string {
 func (c Config) Validate() error {
 	if c.Device != DeviceSim {
 		if _, err := serialgw.ParseDevice(c.Device); err != nil {
-			return usageErr("--device: %v", err)
+			return usageErr("--device: %w", err)
 		}
 	}
 	if c.MQTTBroker != "" {
 		if err := (broker.RemoteConfig{URL: c.MQTTBroker}).Validate(); err != nil {
-			return usageErr("--mqtt-broker: %v", err)
+			return usageErr("--mqtt-broker: %w", err)
 		}
 	} else if err := (broker.Config{Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials}).Validate(); err != nil {
-		return usageErr("%v", err)
+		if errors.Is(err, broker.ErrNoCredentials) {
+			return usageErr("--mqtt-listen needs --mqtt-credentials: %w", err)
+		}
+		return usageErr("--mqtt-listen: %w", err)
 	}
 	if c.TextInterval < 0 {
 		return usageErr("--text-interval must not be negative")
@@ -230,7 +226,7 @@ func (c Config) Validate() error {
 		return usageErr("--airtime-share %v: want a fraction above 0 and at most 1", c.AirtimeShare)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		return usageErr("%v", err)
+		return usageErr("%w", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return usageErr("--log-format %q: want text or json", c.LogFormat)
@@ -254,7 +250,7 @@ func (c Config) Validate() error {
 		return usageErr("no nick for the room: give -n NICK")
 	}
 	if _, err := c.xmppConfig(os.ReadFile); err != nil {
-		return usageErr("%v", err)
+		return usageErr("%w", err)
 	}
 	return nil
 }
@@ -265,24 +261,24 @@ func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config
 	var xc xmppgw.Config
 	j, err := jid.Parse(c.JID)
 	if err != nil {
-		return xc, fmt.Errorf("-j %q: %v", c.JID, err)
+		return xc, fmt.Errorf("-j %q: %w", c.JID, err)
 	}
 	xc.JID, xc.Server, xc.Format, xc.MaxChunks = j, c.XMPPServer, c.XMPPFormat, c.XMPPMaxParts
 	xc.ChannelBinding = c.XMPPBinding
-	xc.Password = c.Password.Reveal()
+	xc.Password = c.Password
 	if c.PasswordFile != "" {
 		b, err := readFile(c.PasswordFile)
 		if err != nil {
-			return xc, fmt.Errorf("--password-file: %v", err)
+			return xc, fmt.Errorf("--password-file: %w", err)
 		}
-		xc.Password = strings.TrimRight(string(b), "\r\n")
+		xc.Password = secret.String(strings.TrimRight(string(b), "\r\n"))
 		if xc.Password == "" {
 			return xc, fmt.Errorf("--password-file %s is empty", c.PasswordFile)
 		}
 	}
 	if c.DMJID != "" {
 		if xc.DMJID, err = jid.Parse(c.DMJID); err != nil {
-			return xc, fmt.Errorf("--dm-jid %q: %v", c.DMJID, err)
+			return xc, fmt.Errorf("--dm-jid %q: %w", c.DMJID, err)
 		}
 	}
 	rooms := c.Rooms
@@ -292,7 +288,7 @@ func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config
 	for _, r := range rooms {
 		rj, err := jid.Parse(r.JID)
 		if err != nil {
-			return xc, fmt.Errorf("room %q: %v", r.JID, err)
+			return xc, fmt.Errorf("room %q: %w", r.JID, err)
 		}
 		nick := r.Nick
 		if nick == "" {
@@ -308,7 +304,30 @@ func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config
 		xc.Rooms = append(xc.Rooms, room)
 	}
 	xc.Defaults()
-	return xc, xc.Validate()
+	return xc, xmppFlagError(xc.Validate())
+}
+
+// xmppFlags names, for each xmppgw.Config field, the flag that sets it.
+// Room settings are not listed: their errors name the room, as given by
+// -r or a [[rooms]] table.
+var xmppFlags = map[string]string{
+	"JID":       "-j/--jid",
+	"Password":  "--password-file",
+	"Server":    "--xmpp-server",
+	"Format":    "--xmpp-format",
+	"MaxChunks": "--xmpp-max-parts",
+}
+
+// xmppFlagError puts the name of the flag at fault in front of an error
+// from xmppgw's validation, which knows only its own field names.
+func xmppFlagError(err error) error {
+	var ce *xmppgw.ConfigError
+	if errors.As(err, &ce) {
+		if flag, ok := xmppFlags[ce.Field]; ok {
+			return fmt.Errorf("%s: %w", flag, err)
+		}
+	}
+	return err
 }
 
 func parseLevel(s string) (slog.Level, error) {

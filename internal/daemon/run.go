@@ -44,7 +44,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		return fmt.Errorf("state directory: %w", err)
 	}
 	var info Info
-	store, err := spool.Open(filepath.Join(c.StateDir, "spool.db"), spool.Options{})
+	store, err := spool.Open(filepath.Join(c.StateDir, "spool.db"), spool.Options{Logger: log})
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
@@ -56,7 +56,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		remote, err := broker.DialRemote(dialCtx, broker.RemoteConfig{URL: c.MQTTBroker}, log)
 		cancel()
 		if err != nil {
-			return err
+			return fmt.Errorf("--mqtt-broker: %w", err)
 		}
 		b = remote
 	} else {
@@ -65,7 +65,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 			return err
 		}
 		if err := emb.Start(); err != nil {
-			return err
+			return fmt.Errorf("--mqtt-listen: %w", err)
 		}
 		info.MQTTAddr = emb.Addr()
 		b = emb
@@ -83,16 +83,38 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		}
 		xc, err := c.xmppConfig(os.ReadFile)
 		if err != nil {
-			return usageErr("%v", err)
+			return usageErr("%w", err)
 		}
 		xc.RootCAs = c.xmppRoots
 		xc.Spool = store
 		if xg, err = xmppgw.New(xc, b, log); err != nil {
-			return usageErr("%v", err)
+			return usageErr("%w", xmppFlagError(err))
 		}
 	}
+	// The simulated radio starts before the radio link is built, so that
+	// the link is built with the radio's address. The group owns it from
+	// here on: every return below stops the group and waits for it.
+	ctx, cancelRun := context.WithCancel(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	defer func() {
+		cancelRun()
+		_ = g.Wait()
+	}()
+	var dev serialgw.Device
+	if c.Device == DeviceSim {
+		info.Radio = meshsim.New(meshsim.Demo())
+		addr, serve, err := info.Radio.ListenTCP(ctx, "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		g.Go(serve)
+		dev = serialgw.Device{Kind: "tcp", Addr: addr.String()}
+		log.Info("simulated radio listening", "addr", addr.String())
+	} else {
+		dev, _ = serialgw.ParseDevice(c.Device) // checked by Validate
+	}
 	gw, err := serialgw.New(serialgw.Config{
-		Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: c.StateDir, Spool: store,
+		Device: dev, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: c.StateDir, Spool: store,
 		TextInterval: c.TextInterval, AirtimeShare: c.AirtimeShare, PublicBroker: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
 	}, b, log)
 	if err != nil {
@@ -111,42 +133,22 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	}
 	opsSrv, err := ops.NewServer(ops.ServerConfig{Listen: c.MetricsListen, AllowRemote: c.MetricsRemote, Metrics: metrics, Health: health, Log: log})
 	if err != nil {
-		return usageErr("--metrics-listen: %v", err)
+		return usageErr("--metrics-listen: %w", err)
 	}
 	if opsSrv != nil {
 		log.Info("metrics and health listening", "addr", opsSrv.Addr().String())
 	}
 	notifier := ops.NewNotifier(log)
 
-	ctx, cancelRun := context.WithCancel(ctx)
-	defer cancelRun()
-	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return opsSrv.Run(ctx) })
-	var dev serialgw.Device
-	if c.Device == DeviceSim {
-		info.Radio = meshsim.New(meshsim.Demo())
-		addr, serve, err := info.Radio.ListenTCP(ctx, "127.0.0.1:0")
-		if err != nil {
-			cancelRun()
-			_ = g.Wait()
-			return err
-		}
-		g.Go(serve)
-		dev = serialgw.Device{Kind: "tcp", Addr: addr.String()}
-		log.Info("simulated radio listening", "addr", addr.String())
-	} else {
-		dev, _ = serialgw.ParseDevice(c.Device)
-	}
-
-	gw.SetDevice(dev)
 	if xg != nil {
-		// Subscribed before the radio link starts, so no mesh text is missed.
-		if err := xg.Attach(); err != nil {
-			cancelRun()
-			_ = g.Wait()
-			return err
-		}
 		g.Go(func() error { return xg.Run(ctx) })
+		// The radio link starts once the XMPP gateway listens on the broker,
+		// so no mesh text is missed. If Run fails first, ctx ends.
+		select {
+		case <-xg.Subscribed():
+		case <-ctx.Done():
+		}
 	}
 	g.Go(func() error { return gw.Run(ctx) })
 	// systemd: ready once the broker listens and the gateways run; the

@@ -161,6 +161,11 @@ func (r *Radio) Changed() <-chan struct{} {
 
 // Serve speaks the stream API on rw until ctx ends or rw fails. Like a
 // booting radio it prints console text until the client first talks to it.
+//
+// Serve returns only after the goroutines it started have stopped. When ctx
+// ends it stops them by giving rw a deadline in the past if rw has
+// SetDeadline (a net.Conn); any other rw (a pseudo-terminal) must then fail,
+// be closed or hung up, for Serve to return.
 func (r *Radio) Serve(ctx context.Context, rw io.ReadWriter) error {
 	c := &conn{rw: rw, free: txQueueLen, noQueueStatus: r.cfg.NoQueueStatus}
 	r.mu.Lock()
@@ -175,10 +180,19 @@ func (r *Radio) Serve(ctx context.Context, rw io.ReadWriter) error {
 	}()
 	_ = c.writeRaw([]byte("INFO  | ??:??:?? 0 \n\nBooting SovereignRelay simulated radio\r\nINFO  | ??:??:?? 0 [Main] Serial console ready\r\n"))
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A read or write blocked on rw would otherwise outlive ctx.
+	wg.Go(func() {
+		<-ctx.Done()
+		if d, ok := rw.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = d.SetDeadline(time.Unix(1, 0))
+		}
+	})
 	if r.cfg.TrafficInterval > 0 {
-		go r.talk(ctx, c)
+		wg.Go(func() { r.talk(ctx, c) })
 	}
 
 	var last *meshpb.ToRadio
@@ -191,7 +205,7 @@ func (r *Radio) Serve(ctx context.Context, rw io.ReadWriter) error {
 		return true
 	})
 	errc := make(chan error, 1)
-	go func() {
+	wg.Go(func() {
 		for {
 			item, err := fr.Next()
 			if err != nil {
@@ -206,7 +220,7 @@ func (r *Radio) Serve(ctx context.Context, rw io.ReadWriter) error {
 				return
 			}
 		}
-	}()
+	})
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -568,7 +582,9 @@ func (r *Radio) talk(ctx context.Context, c *conn) {
 
 // ListenTCP serves the radio on a TCP address like the firmware's port
 // 4403: each new client replaces the previous one. It returns the bound
-// address; serving stops when ctx ends.
+// address and the function that serves; serving stops when ctx ends, and
+// that function returns once every connection it served is closed and its
+// goroutines have stopped.
 func (r *Radio) ListenTCP(ctx context.Context, addr string) (net.Addr, func() error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -577,7 +593,10 @@ func (r *Radio) ListenTCP(ctx context.Context, addr string) (net.Addr, func() er
 	run := func() error {
 		var wg sync.WaitGroup
 		defer wg.Wait()
-		go func() { <-ctx.Done(); ln.Close() }()
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		// Closing the listener is what ends a pending Accept.
+		wg.Go(func() { <-ctx.Done(); ln.Close() })
 		var prev net.Conn
 		for {
 			c, err := ln.Accept()
@@ -588,18 +607,16 @@ func (r *Radio) ListenTCP(ctx context.Context, addr string) (net.Addr, func() er
 				if ctx.Err() != nil {
 					return nil
 				}
-				return err
+				return fmt.Errorf("simulated radio: %w", err)
 			}
 			if prev != nil {
 				prev.Close() // one API client at a time, as the firmware does
 			}
 			prev = c
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer c.Close()
 				_ = r.Serve(ctx, c)
-			}()
+			})
 		}
 	}
 	return ln.Addr(), run, nil

@@ -37,7 +37,7 @@
 // a dropped message is not spooled again out of order.
 //
 // Every drop is reported, after its transaction has committed, as a Dropped
-// value passed to Options.OnDrop (default: a slog warning).
+// value passed to Options.OnDrop (default: a warning on Options.Logger).
 //
 // Ages are measured with the wall clock, which on a Raspberry Pi without an
 // RTC may be unset at boot and jump later. A timestamp before 2024 (clock not
@@ -74,6 +74,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Defaults for the zero Options fields.
@@ -109,8 +110,11 @@ type Options struct {
 
 	// OnDrop is called for every drop caused by the limits, after the drop
 	// has been committed, on the goroutine that called Open or Push. It must
-	// not block for long. Default: slog.Default().Warn.
+	// not block for long. Default: a warning on Logger.
 	OnDrop func(Dropped)
+
+	// Logger receives the default drop warnings; nil discards them.
+	Logger *slog.Logger
 
 	// NoSync skips fsync: a power cut may lose or corrupt recent writes.
 	// Tests and benchmarks only.
@@ -185,9 +189,13 @@ func Open(path string, opt Options) (*Store, error) {
 	if opt.DedupeTTL <= 0 {
 		opt.DedupeTTL = DefaultDedupeTTL
 	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
 	if opt.OnDrop == nil {
+		log := opt.Logger
 		opt.OnDrop = func(d Dropped) {
-			slog.Warn("spool: dropped undelivered messages", "queue", d.Queue,
+			log.Warn("spool: dropped undelivered messages", "queue", d.Queue,
 				"items", d.Items, "bytes", d.Bytes, "reason", d.Reason)
 		}
 	}
@@ -198,7 +206,7 @@ func Open(path string, opt Options) (*Store, error) {
 		opt.lockTimeout = time.Second
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.lockTimeout, NoSync: opt.NoSync})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("spool: open %s: %w (is another bridge running?)", path, ErrLocked)
 	}
 	if err != nil {
