@@ -42,6 +42,7 @@ import (
 
 	"github.com/jshiffer/lora-xmpp-bridge/internal/bench/benchkit"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/xmpptest"
 	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
@@ -218,8 +219,7 @@ func measureLatency(t *testing.T, srv *xmpptest.Server, n int, interval time.Dur
 // ones that did not).
 func arrivals(c *xmpptest.Client, room string, n int) ([]time.Time, []string) {
 	recv, bodies := make([]time.Time, n), make([]string, n)
-	deadline := time.Now().Add(wait)
-	for {
+	testutil.Poll(context.Background(), wait, func() bool {
 		got := 0
 		for _, m := range c.Messages() {
 			i, ok := benchkit.TokenIndex(m.Body)
@@ -233,11 +233,9 @@ func arrivals(c *xmpptest.Client, room string, n int) ([]time.Time, []string) {
 				got++
 			}
 		}
-		if got == n || time.Now().After(deadline) {
-			return recv, bodies
-		}
-		time.Sleep(10 * time.Millisecond) // polling the client's record, bounded by deadline
-	}
+		return got == n
+	})
+	return recv, bodies
 }
 
 // measureMemory runs the daemon with the XMPP gateway on against srv and

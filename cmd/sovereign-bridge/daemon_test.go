@@ -42,14 +42,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	var addr string
-	testutil.Eventually(t, 20*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(logs.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	}, "no listening line in %s", &logs)
+	addr := loggedAddr(t, &logs, listenRE)
 	host, port, _ := net.SplitHostPort(addr)
 	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "msh/#", "-t", "sovereign/bridge/radio", "-v")
 	radio := sub.WaitFor(t, 30*time.Second, testutil.Contains("sovereign/bridge/radio "))
@@ -182,14 +175,7 @@ func TestSystemdAndMetrics(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, noted("READY=1"), "no READY=1")
 	testutil.Eventually(t, 20*time.Second, noted("WATCHDOG=1"), "no WATCHDOG=1")
 
-	var addr string
-	testutil.Eventually(t, 20*time.Second, func() bool {
-		m := metricsRE.FindStringSubmatch(logs.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	}, "no metrics listening line\n%s", logs)
+	addr := loggedAddr(t, logs, metricsRE)
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
@@ -362,3 +348,18 @@ func (b *safeBuffer) String() string {
 }
 
 var metricsRE = regexp.MustCompile(`metrics and health listening.*addr=(\S+)`)
+
+// loggedAddr waits for the daemon to log the line re matches and returns
+// the address it captures.
+func loggedAddr(t *testing.T, logs *safeBuffer, re *regexp.Regexp) string {
+	t.Helper()
+	var addr string
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		m := re.FindStringSubmatch(logs.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	}, "no line matching %s in the log:\n%s", re, logs)
+	return addr
+}
