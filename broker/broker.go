@@ -9,12 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -30,11 +28,28 @@ const Off = "off"
 type Config struct {
 	// Listen is the TCP address of the listener, or Off.
 	Listen string
-	// CredentialsFile is a mochi auth ledger (YAML or JSON) with a "users"
-	// map of username to password. Without it only loopback listeners are
-	// allowed, and they admit anyone.
+	// CredentialsFile holds the broker's users, their passwords and the
+	// topics each may read and write (see LoadCredentials). Without it only
+	// loopback listeners are allowed; they admit anyone, to read every
+	// topic and to write only the downlink.
 	CredentialsFile string
+	// IsDownlink tells the documented downlink topic, the one topic local
+	// tools may write by default. Nil allows none.
+	IsDownlink JSONDownlink
+	// MaxConnections caps the sockets open on the listener, connected or
+	// not; 0 means DefaultMaxConnections.
+	MaxConnections int
+	// ConnectTimeout is how long a new socket may take to send its MQTT
+	// CONNECT before it is closed; 0 means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 }
+
+// Defaults for the listener's guards: enough for every tool on a LAN, far
+// below what a Raspberry Pi's memory and file descriptors allow.
+const (
+	DefaultMaxConnections = 256
+	DefaultConnectTimeout = 5 * time.Second
+)
 
 // ErrNoCredentials is returned by Validate for a listener reachable beyond
 // this machine without a credentials file.
@@ -52,6 +67,12 @@ func (c Config) Validate() error {
 	if c.CredentialsFile == "" && !isLoopback(host) {
 		return fmt.Errorf("mqtt listen address %q: %w; set a credentials file or listen on 127.0.0.1", c.Listen, ErrNoCredentials)
 	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("maximum connections %d: want 0 (the default) or more", c.MaxConnections)
+	}
+	if c.ConnectTimeout < 0 {
+		return fmt.Errorf("connect timeout %v: want 0 (the default) or more", c.ConnectTimeout)
+	}
 	return nil
 }
 
@@ -63,10 +84,11 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Embedded is the in-process broker. Gateways use its inline client.
+// Embedded is the in-process broker. Gateways use its inline client, which
+// alone may write the bridge's own topics.
 type Embedded struct {
 	srv  *mqtt.Server
-	tcp  *listeners.TCP
+	tcp  *guardedListener
 	log  *slog.Logger
 	mu   sync.Mutex
 	next int // next inline subscription id
@@ -77,38 +99,56 @@ func NewEmbedded(cfg Config, log *slog.Logger) (*Embedded, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	log = log.With("component", "mqtt")
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		// mochi logs every client connect at info; keep that at our debug.
-		Logger: slog.New(levelShift{log.With("component", "mqtt").Handler()}),
+		Logger: slog.New(levelShift{log.Handler()}),
 	})
+	hook := &accessHook{isDownlink: cfg.IsDownlink, log: log, guard: newLoginGuard()}
 	if cfg.CredentialsFile != "" {
-		data, err := os.ReadFile(cfg.CredentialsFile)
+		users, err := LoadCredentials(cfg.CredentialsFile)
 		if err != nil {
-			return nil, fmt.Errorf("mqtt credentials: %w", err)
+			return nil, &CredentialsError{File: cfg.CredentialsFile, Err: err}
 		}
-		ledger := new(auth.Ledger)
-		if err := ledger.Unmarshal(data); err != nil {
-			return nil, fmt.Errorf("mqtt credentials %s: %w", cfg.CredentialsFile, err)
-		}
-		if len(ledger.Users) == 0 && len(ledger.Auth) == 0 {
-			return nil, fmt.Errorf("mqtt credentials %s: no users defined", cfg.CredentialsFile)
-		}
-		if err := srv.AddHook(new(auth.Hook), &auth.Options{Ledger: ledger}); err != nil {
-			return nil, err
-		}
-	} else if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		hook.users = users
+	}
+	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, err
 	}
 	e := &Embedded{srv: srv, log: log, next: 1}
 	if cfg.Listen != "" && cfg.Listen != Off {
-		e.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Listen})
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt listen %s: %w", cfg.Listen, err)
+		}
+		maxConns, timeout := cfg.MaxConnections, cfg.ConnectTimeout
+		if maxConns == 0 {
+			maxConns = DefaultMaxConnections
+		}
+		if timeout == 0 {
+			timeout = DefaultConnectTimeout
+		}
+		e.tcp = newGuardedListener("tcp", ln, timeout, maxConns, log)
 		if err := srv.AddListener(e.tcp); err != nil {
+			ln.Close()
 			return nil, fmt.Errorf("mqtt listen %s: %w", cfg.Listen, err)
 		}
 	}
 	return e, nil
 }
+
+// CredentialsError is a credentials file that cannot be used.
+type CredentialsError struct {
+	File string
+	Err  error
+}
+
+func (e *CredentialsError) Error() string {
+	return fmt.Sprintf("mqtt credentials file %s: %v", e.File, e.Err)
+}
+
+func (e *CredentialsError) Unwrap() error { return e.Err }
 
 // Start begins accepting connections. After it returns, Addr is known.
 func (e *Embedded) Start() error {
@@ -129,7 +169,8 @@ func (e *Embedded) Addr() string {
 	return e.tcp.Address()
 }
 
-// Close stops the listener and disconnects clients.
+// Close stops the listener and closes every client's socket, connected or
+// not, so shutdown does not wait on what clients do.
 func (e *Embedded) Close() error { return e.srv.Close() }
 
 // Publish sends a message through the inline client at QoS 0.

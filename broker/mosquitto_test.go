@@ -17,10 +17,11 @@ import (
 // Tests of the embedded broker against real mosquitto clients.
 
 // A real mosquitto_sub sees what the inline client publishes, and a real
-// mosquitto_pub reaches an inline subscription.
+// mosquitto_pub reaches an inline subscription through the downlink, the
+// one topic an anonymous local client may write.
 func TestEmbeddedWithMosquittoClients(t *testing.T) {
 	testutil.NeedCommand(t, "mosquitto_sub")
-	e := startEmbedded(t, Config{Listen: "127.0.0.1:0"})
+	e := startEmbedded(t, Config{Listen: "127.0.0.1:0", IsDownlink: isDownlinkForTest})
 	host, port := hostPort(t, e.Addr())
 
 	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "msh/#", "-v")
@@ -32,7 +33,7 @@ func TestEmbeddedWithMosquittoClients(t *testing.T) {
 
 	var mu sync.Mutex
 	var got []string
-	unsub, err := e.Subscribe("in/#", func(topic string, payload []byte) {
+	unsub, err := e.Subscribe("msh/+/2/json/mqtt/#", func(topic string, payload []byte) {
 		mu.Lock()
 		got = append(got, topic+"="+string(payload))
 		mu.Unlock()
@@ -41,14 +42,14 @@ func TestEmbeddedWithMosquittoClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unsub()
-	out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-t", "in/a", "-m", "from-pub").CombinedOutput()
+	out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-t", downlink, "-m", "from-pub").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_pub: %v %s", err, out)
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(got) == 1 && got[0] == "in/a=from-pub"
+		return len(got) == 1 && got[0] == downlink+"=from-pub"
 	}, "inline subscriber did not get the mosquitto_pub message")
 }
 

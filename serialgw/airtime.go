@@ -15,11 +15,22 @@ import (
 // share of the region's duty cycle, and backs off further when the radio
 // reports a busy channel. The firmware refuses (DUTY_CYCLE_LIMIT) whatever
 // would exceed the hourly limit; waiting here instead means nothing is lost.
+//
+// The rolling budget alone would let a flood spend the whole hour's share
+// at once and then hold everything, room chat included, for the rest of the
+// hour. A token bucket over airtime spreads it: at most a burst (a tenth of
+// the share) at once, refilled at the share's own rate, so a flood gets its
+// burst and then a steady trickle, and the share lasts the hour.
 type airtime struct {
 	key    string // region and modem settings the budget was made for
 	params mesh.LoRaParams
 	duty   float64
 	budget *mesh.AirtimeBudget
+
+	burst  time.Duration // the bucket's size
+	rate   float64       // airtime earned per unit of time: allowance / window
+	tokens time.Duration // airtime in the bucket; below 0 after a packet larger than the burst
+	filled time.Time     // when tokens was last brought up to date
 
 	// The radio's own DeviceMetrics, as percentages (float64 bits).
 	chanUtil, airUtilTx atomic.Uint64
@@ -49,6 +60,40 @@ func (a *airtime) configure(lora *meshpb.Config_LoRaConfig, window time.Duration
 	allowance := time.Duration(float64(window) * duty * share)
 	a.budget = mesh.NewAirtimeBudget(window, allowance)
 	a.allowance.Store(int64(allowance))
+	a.burst = allowance / burstDivisor
+	a.rate = 0
+	if window > 0 {
+		a.rate = float64(allowance) / float64(window)
+	}
+	a.tokens, a.filled = a.burst, time.Time{}
+}
+
+// burstDivisor sets the bucket's burst as a share of the window's
+// allowance: in EU_868 on LongFast, 18 s of the hour's 180 s, about eight
+// full-size packets, far more than a few room messages need.
+const burstDivisor = 10
+
+// refill brings the bucket up to now.
+func (a *airtime) refill(now time.Time) {
+	if !a.filled.IsZero() && now.After(a.filled) {
+		a.tokens = min(a.burst, a.tokens+time.Duration(float64(now.Sub(a.filled))*a.rate))
+	}
+	if a.filled.IsZero() || now.After(a.filled) {
+		a.filled = now
+	}
+}
+
+// bucketWait is how long a packet of the given cost waits for the bucket.
+// A packet larger than the whole burst goes once the bucket is full, and
+// leaves it in debt, so the long-run rate holds for every size.
+func (a *airtime) bucketWait(now time.Time, cost time.Duration) time.Duration {
+	a.refill(now)
+	need := min(cost, a.burst)
+	if a.tokens >= need || a.rate <= 0 {
+		return 0
+	}
+	// Rounded up, so the timer does not fire a hair early.
+	return time.Duration(math.Ceil(float64(need-a.tokens) / a.rate))
 }
 
 // cost is the time on air of a packet carrying d.
@@ -63,6 +108,9 @@ func (a *airtime) wait(now time.Time, cost time.Duration) time.Duration {
 		return 0
 	}
 	w := a.budget.Wait(now, cost)
+	if w != mesh.NeverFits {
+		w = max(w, a.bucketWait(now, cost))
+	}
 	// The radio counts everything it sends, relays included; when it is
 	// close to the legal limit, hold off whatever our own budget says.
 	if a.duty < 1 && load(&a.airUtilTx) >= 90*a.duty {
@@ -75,6 +123,8 @@ func (a *airtime) spend(now time.Time, cost time.Duration) {
 	if a.budget != nil {
 		a.budget.Spend(now, cost)
 		a.used.Store(int64(a.budget.Used(now)))
+		a.refill(now)
+		a.tokens -= cost
 	}
 }
 

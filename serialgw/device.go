@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,17 @@ func ParseDevice(s string) (Device, error) {
 		}
 		if _, _, err := net.SplitHostPort(hp); err != nil {
 			hp = net.JoinHostPort(strings.Trim(hp, "[]"), DefaultTCPPort)
+		}
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil {
+			return Device{}, fmt.Errorf("device %q: %w", s, err)
+		}
+		if host == "" {
+			return Device{}, fmt.Errorf("device %q: no host", s)
+		}
+		// A port that can never be dialled would be retried for ever.
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return Device{}, fmt.Errorf("device %q: port %q: want a number from 1 to 65535", s, port)
 		}
 		return Device{Kind: "tcp", Addr: hp}, nil
 	case strings.Contains(s, "://"):

@@ -22,6 +22,12 @@ func TestParseDevice(t *testing.T) {
 		{"tcp://10.0.0.5:4403", Device{Kind: "tcp", Addr: "10.0.0.5:4403"}, false},
 		{"tcp://[::1]", Device{Kind: "tcp", Addr: "[::1]:4403"}, false},
 		{"tcp://", Device{}, true},
+		{"tcp://host:99999", Device{}, true},
+		{"tcp://:0", Device{}, true},
+		{"tcp://host:0", Device{}, true},
+		{"tcp://:4403", Device{}, true},
+		{"tcp://host:http", Device{}, true},
+		{"tcp://host:65535", Device{Kind: "tcp", Addr: "host:65535"}, false},
 		{"udp://x", Device{}, true},
 		{"ttyUSB0", Device{}, true},
 	}

@@ -119,7 +119,13 @@ func startRig(t *testing.T, tr transport, tune func(*serialgw.Config), tuneSim .
 	}
 	radio := meshsim.New(simCfg)
 	dev, replug := tr.start(t, ctx, radio)
-	b, err := broker.NewEmbedded(broker.Config{Listen: "127.0.0.1:0"}, testLog(t))
+	// Local tools log in as "tool" (read everything, write the downlink);
+	// "gateway" stands for another Meshtastic gateway feeding envelopes in.
+	users := filepath.Join(t.TempDir(), "mqtt-users.yaml")
+	if err := os.WriteFile(users, []byte("users:\n  tool:\n    password: tool-pw\n  gateway:\n    password: gw-pw\n    write: ['msh/#']\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.NewEmbedded(broker.Config{Listen: "127.0.0.1:0", CredentialsFile: users, IsDownlink: topics.IsJSONDownlink}, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}

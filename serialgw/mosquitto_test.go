@@ -27,15 +27,21 @@ import (
 func (r *rig) sub(t *testing.T, filter string) *testutil.Lines {
 	t.Helper()
 	testutil.NeedCommand(t, "mosquitto_sub")
-	lines := testutil.Start(t, "mosquitto_sub", "-h", r.host, "-p", r.port, "-t", filter, "-t", topics.BridgeStatus, "-F", "%t %x")
+	lines := testutil.Start(t, "mosquitto_sub", "-h", r.host, "-p", r.port, "-u", "tool", "-P", "tool-pw", "-t", filter, "-t", topics.BridgeStatus, "-F", "%t %x")
 	lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, topics.BridgeStatus+" ") })
 	return lines
 }
 
+// pub publishes as a local tool; pubAs as another user of the rig's broker.
 func (r *rig) pub(t *testing.T, topic, msg string) {
 	t.Helper()
+	r.pubAs(t, "tool", "tool-pw", topic, msg)
+}
+
+func (r *rig) pubAs(t *testing.T, user, pass, topic, msg string) {
+	t.Helper()
 	testutil.NeedCommand(t, "mosquitto_pub")
-	out, err := exec.Command("mosquitto_pub", "-h", r.host, "-p", r.port, "-t", topic, "-m", msg).CombinedOutput()
+	out, err := exec.Command("mosquitto_pub", "-h", r.host, "-p", r.port, "-u", user, "-P", pass, "-t", topic, "-m", msg).CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_pub: %v %s", err, out)
 	}
@@ -167,8 +173,8 @@ func TestClientProxy(t *testing.T) {
 
 	// Our own first: by the time the other gateway's arrives, a looped copy
 	// of ours would have arrived before it.
-	r.pub(t, "msh/EU_868/2/e/LongFast/!5eed0001", "our own, must not loop")
-	r.pub(t, "msh/EU_868/2/e/LongFast/!0000beef", "envelope from another gateway")
+	r.pubAs(t, "gateway", "gw-pw", "msh/EU_868/2/e/LongFast/!5eed0001", "our own, must not loop")
+	r.pubAs(t, "gateway", "gw-pw", "msh/EU_868/2/e/LongFast/!0000beef", "envelope from another gateway")
 	testutil.Eventually(t, wait, func() bool { return len(r.radio.ProxyReceived()) >= 1 }, "no proxy downlink")
 	got := r.radio.ProxyReceived()
 	if len(got) != 1 || got[0].GetTopic() != "msh/EU_868/2/e/LongFast/!0000beef" || string(got[0].GetData()) != "envelope from another gateway" {

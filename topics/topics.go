@@ -91,6 +91,13 @@ func (t Topic) IsJSONDownlink() bool {
 	return t.Kind == KindJSON && t.Channel == downlinkChannel
 }
 
+// IsJSONDownlink reports whether topic is a JSON downlink topic under any
+// root: the one topic local tools may write by default.
+func IsJSONDownlink(topic string) bool {
+	t, err := Parse(topic)
+	return err == nil && t.IsJSONDownlink()
+}
+
 // ErrNotMeshtastic is returned by Parse for topics outside the layout.
 var ErrNotMeshtastic = errors.New("not a Meshtastic topic")
 

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -72,7 +71,7 @@ func TestDemo(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("did not stop after SIGINT\n%s", &logs)
 	}
-	if _, err := os.Stat(filepath.Join(state, "nodes.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(state, "sim", "nodes.json")); err != nil {
 		t.Errorf("node database not saved on shutdown: %v", err)
 	}
 }
@@ -327,39 +326,4 @@ func countTrue(m map[string]bool) int {
 	return n
 }
 
-var listenRE = regexp.MustCompile(`mqtt broker listening.*addr=(\S+)`)
-
-// safeBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type safeBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *safeBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *safeBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 var metricsRE = regexp.MustCompile(`metrics and health listening.*addr=(\S+)`)
-
-// loggedAddr waits for the daemon to log the line re matches and returns
-// the address it captures.
-func loggedAddr(t *testing.T, logs *safeBuffer, re *regexp.Regexp) string {
-	t.Helper()
-	var addr string
-	testutil.Eventually(t, 20*time.Second, func() bool {
-		m := re.FindStringSubmatch(logs.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	}, "no line matching %s in the log:\n%s", re, logs)
-	return addr
-}

@@ -21,6 +21,7 @@ import (
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/secret"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
 
@@ -32,6 +33,7 @@ type Config struct {
 	Device          string
 	MQTTListen      string
 	MQTTCredentials string
+	MQTTMaxConns    int
 	MQTTBroker      string
 	MQTTRoot        string
 	MQTTEncrypt     bool
@@ -97,6 +99,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.Device, []string{"device"}, serialgw.DeviceAuto, "radio: auto, a serial `path`, tcp://host[:4403] or sim")
 	str(&c.MQTTListen, []string{"mqtt-listen"}, "127.0.0.1:1883", "embedded broker listen `address`, or off")
 	str(&c.MQTTCredentials, []string{"mqtt-credentials"}, "", "embedded broker users `file` (YAML: users: {name: {password: ...}})")
+	fs.IntVar(&c.MQTTMaxConns, "mqtt-max-connections", broker.DefaultMaxConnections, "most sockets the embedded broker keeps open at once; more are refused")
 	str(&c.MQTTBroker, []string{"mqtt-broker"}, "", "use an external broker at this `URL` instead of the embedded one")
 	str(&c.MQTTRoot, []string{"mqtt-root"}, "", "topic `root` (default msh/<region of the radio>)")
 	fs.BoolVar(&c.MQTTEncrypt, "mqtt-encrypt", true, "publish envelopes encrypted with the channel key, as the firmware does")
@@ -120,11 +123,18 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.BoolVar(&c.XMPPBinding, "xmpp-channel-binding", false, "offer SCRAM-*-PLUS (TLS channel binding) first; breaks on ejabberd before 24.02")
 	str(&c.DMJID, []string{"dm-jid"}, "", "`JID` that receives direct messages sent to the radio (default: not forwarded)")
 
+	// A mistyped flag gets one line and a hint, not the whole usage; -h
+	// prints the usage.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "Usage of sovereign-bridge:")
+			fs.PrintDefaults()
 			return c, err
 		}
-		return c, fmt.Errorf("%w: %w", ErrUsage, err)
+		return c, fmt.Errorf("%w: %w (sovereign-bridge -h lists the flags)", ErrUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return c, usageErr("unexpected argument %q", fs.Arg(0))
@@ -213,17 +223,34 @@ func (c Config) Validate() error {
 		if err := (broker.RemoteConfig{URL: c.MQTTBroker}).Validate(); err != nil {
 			return usageErr("--mqtt-broker: %w", err)
 		}
-	} else if err := (broker.Config{Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials}).Validate(); err != nil {
-		if errors.Is(err, broker.ErrNoCredentials) {
-			return usageErr("--mqtt-listen needs --mqtt-credentials: %w", err)
+	} else {
+		if err := c.brokerConfig().Validate(); err != nil {
+			if errors.Is(err, broker.ErrNoCredentials) {
+				return usageErr("--mqtt-listen needs --mqtt-credentials: %w", err)
+			}
+			return usageErr("--mqtt-listen: %w", err)
 		}
-		return usageErr("--mqtt-listen: %w", err)
+		if c.MQTTCredentials != "" {
+			if _, err := broker.LoadCredentials(c.MQTTCredentials); err != nil {
+				return usageErr("--mqtt-credentials %s: %w", c.MQTTCredentials, err)
+			}
+		}
 	}
-	if c.TextInterval < 0 {
-		return usageErr("--text-interval must not be negative")
+	if strings.ContainsAny(c.MQTTRoot, "+#\x00") || strings.HasPrefix(c.MQTTRoot, "/") || strings.Contains(c.MQTTRoot, "//") {
+		return usageErr("--mqtt-root %q: a topic root has no wildcards (+ #), no leading slash and no empty levels, e.g. msh/EU_868", c.MQTTRoot)
 	}
-	if c.AirtimeShare <= 0 || c.AirtimeShare > 1 {
+	if c.MQTTMaxConns < 1 {
+		return usageErr("--mqtt-max-connections %d: want at least 1", c.MQTTMaxConns)
+	}
+	if c.TextInterval <= 0 {
+		return usageErr("--text-interval %v: want a positive duration (the firmware drops texts less than 2s apart; the default is 2.5s)", c.TextInterval)
+	}
+	// Written so that NaN, which fails every comparison, is refused too.
+	if !(c.AirtimeShare > 0 && c.AirtimeShare <= 1) {
 		return usageErr("--airtime-share %v: want a fraction above 0 and at most 1", c.AirtimeShare)
+	}
+	if c.XMPPMaxParts < 1 {
+		return usageErr("--xmpp-max-parts %d: want at least 1", c.XMPPMaxParts)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return usageErr("%w", err)
@@ -253,6 +280,14 @@ func (c Config) Validate() error {
 		return usageErr("%w", err)
 	}
 	return nil
+}
+
+// brokerConfig is the embedded broker's configuration. Local tools may
+// write only the firmware's JSON downlink.
+func (c Config) brokerConfig() broker.Config {
+	return broker.Config{
+		Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials, MaxConnections: c.MQTTMaxConns, IsDownlink: topics.IsJSONDownlink,
+	}
 }
 
 // xmppConfig builds the XMPP gateway's configuration; readFile reads the

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -40,11 +41,19 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+	stateDir := c.StateDir
+	if c.Device == DeviceSim {
+		// The simulated radio's traffic must never reach a real radio: what
+		// it leaves queued stays in a state of its own.
+		stateDir = filepath.Join(c.StateDir, "sim")
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	warnIfReadableByOthers(log, "--password-file", c.PasswordFile)
+	warnIfReadableByOthers(log, "--mqtt-credentials", c.MQTTCredentials)
 	var info Info
-	store, err := spool.Open(filepath.Join(c.StateDir, "spool.db"), spool.Options{Logger: log})
+	store, err := spool.Open(filepath.Join(stateDir, "spool.db"), spool.Options{Logger: log})
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
@@ -60,7 +69,11 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		}
 		b = remote
 	} else {
-		emb, err := broker.NewEmbedded(broker.Config{Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials}, log)
+		emb, err := broker.NewEmbedded(c.brokerConfig(), log)
+		var credErr *broker.CredentialsError
+		if errors.As(err, &credErr) {
+			return usageErr("--mqtt-credentials: %w", err)
+		}
 		if err != nil {
 			return err
 		}
@@ -114,7 +127,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		dev, _ = serialgw.ParseDevice(c.Device) // checked by Validate
 	}
 	gw, err := serialgw.New(serialgw.Config{
-		Device: dev, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: c.StateDir, Spool: store,
+		Device: dev, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: stateDir, Spool: store,
 		TextInterval: c.TextInterval, AirtimeShare: c.AirtimeShare, PublicBroker: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
 	}, b, log)
 	if err != nil {
@@ -164,6 +177,11 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	g.Go(func() error { notifier.Watchdog(ctx, alive); return nil })
 	_ = notifier.Ready("bridging")
 	defer func() { _ = notifier.Stopping() }()
+	g.Go(func() error {
+		<-ctx.Done()
+		log.Info("stopping")
+		return nil
+	})
 	if ready != nil {
 		ready(info)
 	}
@@ -227,5 +245,21 @@ func registerSpoolMetrics(m *ops.Metrics, store *spool.Store, c Config) {
 			}
 			return time.Since(oldest).Seconds()
 		})
+	}
+}
+
+// warnIfReadableByOthers warns about a secret file that users other than
+// the daemon's own may read. It says nothing of a file it cannot stat: the
+// open that follows reports that.
+func warnIfReadableByOthers(log *slog.Logger, flag, path string) {
+	if path == "" {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		log.Warn("secret file is readable by other users; make it chmod 600 (or 640 for a group the daemon is in)", "flag", flag, "file", path, "mode", fi.Mode().Perm().String())
 	}
 }
