@@ -21,11 +21,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// BridgePrefix is the first segment of the bridge's own topics. Only the
-// bridge writes them; a network client may do so only when a user's write
-// rules name them explicitly (another bridge daemon, say).
-const BridgePrefix = "sovereign/"
-
 // User is one account of the embedded broker, with the topic filters it
 // may read and write.
 type User struct {
@@ -102,9 +97,9 @@ func describeYAMLErrors(errs []string) string {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// JSONDownlink tells whether a topic is the documented downlink that local
-// tools send on; the broker needs no more of the topic layout than this.
-type JSONDownlink func(topic string) bool
+// TopicClass tells whether a topic (or a filter) belongs to a class the
+// access rules treat apart; the broker needs no more of the topic layout.
+type TopicClass func(topic string) bool
 
 // accessHook authenticates the embedded broker's network clients, throttles
 // password guessing per address, and applies each user's topic rules.
@@ -112,7 +107,8 @@ type JSONDownlink func(topic string) bool
 type accessHook struct {
 	mqtt.HookBase
 	users      Credentials // nil: anonymous clients (loopback only)
-	isDownlink JSONDownlink
+	isDownlink TopicClass
+	isOwn      TopicClass // the bridge's own topics
 	log        *slog.Logger
 	guard      *loginGuard
 }
@@ -167,14 +163,15 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 		}
 		return matchesAny(u.Read, topic)
 	}
+	own := h.isOwn != nil && h.isOwn(topic)
 	if u.Write == nil {
-		return !strings.HasPrefix(topic, BridgePrefix) && h.isDownlink != nil && h.isDownlink(topic)
+		return !own && h.isDownlink != nil && h.isDownlink(topic)
 	}
-	if strings.HasPrefix(topic, BridgePrefix) {
+	if own {
 		// Only a rule that names the bridge's topics grants them, never a
-		// catch-all such as "#".
+		// catch-all such as "#". Another bridge daemon needs such a rule.
 		return slices.ContainsFunc(u.Write, func(f string) bool {
-			return strings.HasPrefix(f, BridgePrefix) && matchesAny([]string{f}, topic)
+			return h.isOwn(f) && matchesAny([]string{f}, topic)
 		})
 	}
 	return matchesAny(u.Write, topic)

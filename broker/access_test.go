@@ -54,6 +54,8 @@ func TestLoadCredentials(t *testing.T) {
 
 func isDownlinkForTest(topic string) bool { return strings.HasSuffix(topic, "/2/json/mqtt/") }
 
+func bridgeTopic(topic string) bool { return strings.HasPrefix(topic, "sovereign/") }
+
 func TestAccessRules(t *testing.T) {
 	users := Credentials{
 		"ha":     {Password: "pw"},
@@ -61,8 +63,8 @@ func TestAccessRules(t *testing.T) {
 		"gw":     {Password: "pw", Write: []string{"#"}},
 		"bridge": {Password: "pw", Write: []string{"sovereign/mesh/tx"}},
 	}
-	anon := &accessHook{isDownlink: isDownlinkForTest}
-	withUsers := &accessHook{users: users, isDownlink: isDownlinkForTest}
+	anon := &accessHook{isDownlink: isDownlinkForTest, isOwn: bridgeTopic}
+	withUsers := &accessHook{users: users, isDownlink: isDownlinkForTest, isOwn: bridgeTopic}
 	client := func(user string) *mqtt.Client {
 		cl := &mqtt.Client{}
 		cl.Properties.Username = []byte(user)

@@ -35,7 +35,10 @@ type Config struct {
 	CredentialsFile string
 	// IsDownlink tells the documented downlink topic, the one topic local
 	// tools may write by default. Nil allows none.
-	IsDownlink JSONDownlink
+	IsDownlink TopicClass
+	// IsOwn tells the bridge's own topics, which only the in-process
+	// client writes (and a user whose write rules name them).
+	IsOwn TopicClass
 	// MaxConnections caps the sockets open on the listener, connected or
 	// not; 0 means DefaultMaxConnections.
 	MaxConnections int
@@ -105,7 +108,7 @@ func NewEmbedded(cfg Config, log *slog.Logger) (*Embedded, error) {
 		// mochi logs every client connect at info; keep that at our debug.
 		Logger: slog.New(levelShift{log.Handler()}),
 	})
-	hook := &accessHook{isDownlink: cfg.IsDownlink, log: log, guard: newLoginGuard()}
+	hook := &accessHook{isDownlink: cfg.IsDownlink, isOwn: cfg.IsOwn, log: log, guard: newLoginGuard()}
 	if cfg.CredentialsFile != "" {
 		users, err := LoadCredentials(cfg.CredentialsFile)
 		if err != nil {

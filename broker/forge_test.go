@@ -50,7 +50,7 @@ func TestForgedBridgeTopicsRefused(t *testing.T) {
 		{"catch-all write rule", creds, "gw", "gw-pw"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := startEmbedded(t, Config{Listen: "127.0.0.1:0", CredentialsFile: tc.creds, IsDownlink: isDownlinkForTest})
+			e := startEmbedded(t, Config{Listen: "127.0.0.1:0", CredentialsFile: tc.creds, IsDownlink: isDownlinkForTest, IsOwn: bridgeTopic})
 			var box inbox
 			for _, f := range []string{"sovereign/#", downlink} {
 				if _, err := e.Subscribe(f, box.handler); err != nil {

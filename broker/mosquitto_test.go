@@ -21,7 +21,7 @@ import (
 // one topic an anonymous local client may write.
 func TestEmbeddedWithMosquittoClients(t *testing.T) {
 	testutil.NeedCommand(t, "mosquitto_sub")
-	e := startEmbedded(t, Config{Listen: "127.0.0.1:0", IsDownlink: isDownlinkForTest})
+	e := startEmbedded(t, Config{Listen: "127.0.0.1:0", IsDownlink: isDownlinkForTest, IsOwn: bridgeTopic})
 	host, port := hostPort(t, e.Addr())
 
 	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "msh/#", "-v")

@@ -35,6 +35,9 @@ type spooledRequest struct {
 	WireID  uint32    `json:"wire_id"`
 	Data    []byte    `json:"data"`
 	Queued  time.Time `json:"queued"`
+	// A JSON downlink from before the first handshake, not yet parsed.
+	Downlink []byte `json:"downlink,omitempty"`
+	Root     string `json:"root,omitempty"`
 }
 
 // persist records an accepted request before it is queued. A request seen
@@ -43,11 +46,14 @@ func (g *Gateway) persist(r *request) (dup bool, err error) {
 	if g.cfg.Spool == nil {
 		return false, nil
 	}
-	data, err := proto.Marshal(r.data)
-	if err != nil {
-		return false, err
+	var data []byte
+	if r.data != nil {
+		if data, err = proto.Marshal(r.data); err != nil {
+			return false, err
+		}
 	}
-	b, err := json.Marshal(spooledRequest{ID: r.id, Origin: r.origin, To: r.to, Channel: r.channel, ChName: r.chName, WireID: r.wireID, Data: data, Queued: r.queued})
+	b, err := json.Marshal(spooledRequest{ID: r.id, Origin: r.origin, To: r.to, Channel: r.channel, ChName: r.chName, WireID: r.wireID, Data: data, Queued: r.queued,
+		Downlink: r.downlink, Root: r.root})
 	if err != nil {
 		return false, err
 	}
@@ -56,6 +62,7 @@ func (g *Gateway) persist(r *request) (dup bool, err error) {
 	// happen to collide are not mistaken for one.
 	h := fnv.New64a()
 	h.Write(data)
+	h.Write(r.downlink)
 	seq, dup, err := g.cfg.Spool.Push(txQueueName, b, fmt.Sprintf("tx:%s:%d:%x:%x", r.origin, r.id, r.to, h.Sum64()))
 	if err != nil {
 		return false, err
@@ -92,6 +99,9 @@ func (g *Gateway) restore() error {
 			continue
 		}
 		r := &request{id: s.ID, origin: s.Origin, to: s.To, channel: s.Channel, chName: s.ChName, wireID: s.WireID, data: d, queued: s.Queued, seq: it.Seq}
+		if s.Downlink != nil {
+			r.data, r.downlink, r.root = nil, s.Downlink, s.Root
+		}
 		g.tx.restore(r)
 	}
 	if len(items) > 0 {

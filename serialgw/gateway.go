@@ -6,6 +6,7 @@
 package serialgw
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -96,6 +97,9 @@ type Stats struct {
 	PacketsIn, Duplicates, PacketsPublished            atomic.Uint64
 	Sent, SendFailed, DownlinkRejected                 atomic.Uint64
 	Handshakes, Reconnects                             atomic.Uint64
+	// Client proxy messages not passed down to the radio: too large for
+	// a frame, or the radio link not keeping up.
+	ProxyOversize, ProxyQueueFull atomic.Uint64
 }
 
 // Gateway is the radio link.
@@ -118,12 +122,23 @@ type Gateway struct {
 	up             atomic.Bool // a session has completed its handshake
 	storageFailing atomic.Bool
 	lastTick       atomic.Int64 // unix nanos of the last pass of the main loop, for the watchdog
+	earlyLogged    atomic.Bool  // a JSON downlink waiting for the first handshake was logged
 
-	mu      sync.Mutex
-	radio   *radioState // the radio as of the last completed handshake
-	root    string
-	unsubs  []func() // subscriptions that depend on the radio's config
-	upSince time.Time
+	airBlocked atomic.Bool  // packets wait because the airtime share is spent for now
+	airNext    atomic.Int64 // unix nanos when the packet held for airtime may go
+
+	// When a client proxy message of each kind was last dropped (unix
+	// nanos): the first drop of a burst is logged as a warning, the rest at
+	// debug level.
+	proxyOversizeLogged, proxyFullLogged atomic.Int64
+
+	mu              sync.Mutex
+	radio           *radioState // the radio as of the last completed handshake
+	root            string
+	unsubs          []func() // subscriptions that depend on the radio's config
+	upSince         time.Time
+	status          statusRecord // as last published, without the airtime state
+	airBlockedSince time.Time
 }
 
 // New builds the radio link. Run starts it.
@@ -157,6 +172,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return err
 	}
 	defer unsub()
+	for _, f := range g.downlinkFilters() {
+		unsub, err := g.bus.Subscribe(f, g.onJSONDownlink)
+		if err != nil {
+			return err
+		}
+		defer unsub()
+	}
 	for _, n := range g.nodes.all() {
 		g.publishNode(n)
 	}
@@ -172,6 +194,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.log.Warn("stopping with packets still queued for the radio; they are not sent", "queued", n)
 		}
 		g.dropRadioSubscriptions()
+		g.airBlocked.Store(false)
 		g.publishStatus("offline", "")
 		if err := g.nodes.save(); err != nil {
 			g.log.Error("saving node database", "err", err)
@@ -203,6 +226,9 @@ func (g *Gateway) connect(ctx context.Context) error {
 		return nil
 	}
 	g.Stats.Reconnects.Add(1)
+	// With the radio away the link, not airtime, is what holds packets.
+	g.airBlocked.Store(false)
+	g.airNext.Store(0)
 	g.publishStatus("disconnected", err.Error())
 	return fmt.Errorf("link to %s lost: %w", name, err)
 }
@@ -261,7 +287,6 @@ func (g *Gateway) onHandshake(r *radioState) {
 		}
 		unsubs = append(unsubs, u)
 	}
-	sub(topics.JSONDownlinkFilter(root), g.onJSONDownlink)
 	if r.proxyActive() {
 		// In client proxy mode the firmware subscribes to nothing itself: we
 		// mirror the subscriptions it would make and pass the traffic down.
@@ -281,6 +306,7 @@ func (g *Gateway) onHandshake(r *radioState) {
 	g.mu.Unlock()
 
 	g.publishJSON(topics.BridgeRadio, r.info(root), true)
+	g.earlyLogged.Store(false)
 	g.up.Store(true)
 	g.publishStatus("online", "")
 	g.log.Info("radio ready", "node", r.gatewayID(), "name", r.self.GetLongName(), "firmware", r.firmware,
@@ -300,17 +326,71 @@ func (g *Gateway) dropRadioSubscriptions() {
 type statusRecord struct {
 	State  string `json:"state"`
 	Device string `json:"device"`
-	Since  string `json:"since"`
+	Since  string `json:"since"` // when State began
 	Error  string `json:"error,omitempty"`
 	Node   string `json:"node,omitempty"`
+	// AirtimeBlocked says that packets for the mesh wait because the
+	// bridge's airtime share is spent for now. The fields are left out
+	// otherwise, so the record reads as it did before they existed.
+	AirtimeBlocked      bool   `json:"airtime_blocked,omitempty"`
+	AirtimeBlockedSince string `json:"airtime_blocked_since,omitempty"`
 }
 
 func (g *Gateway) publishStatus(state, errText string) {
-	rec := statusRecord{State: state, Device: g.cfg.Device.String(), Since: time.Now().UTC().Format(time.RFC3339), Error: errText}
-	if r, _ := g.currentRadio(); r != nil {
-		rec.Node = r.gatewayID()
+	g.mu.Lock()
+	g.status = statusRecord{State: state, Device: g.cfg.Device.String(), Since: time.Now().UTC().Format(time.RFC3339), Error: errText}
+	if g.radio != nil {
+		g.status.Node = g.radio.gatewayID()
 	}
-	g.publishJSON(topics.BridgeStatus, rec, true)
+	g.mu.Unlock()
+	g.republishStatus()
+}
+
+// republishStatus publishes the status record as last set, with the
+// current airtime state.
+func (g *Gateway) republishStatus() {
+	g.mu.Lock()
+	rec := g.status
+	if g.airBlocked.Load() {
+		rec.AirtimeBlocked, rec.AirtimeBlockedSince = true, g.airBlockedSince.UTC().Format(time.RFC3339)
+	}
+	g.mu.Unlock()
+	if rec.State != "" {
+		g.publishJSON(topics.BridgeStatus, rec, true)
+	}
+}
+
+// setAirtimeBlocked records whether packets wait for airtime and, if
+// blocked, when the next may go. A change is logged and published in the
+// status record, whose readers (the XMPP gateway) tell the people waiting.
+func (g *Gateway) setAirtimeBlocked(blocked bool, next time.Time) {
+	if blocked {
+		g.airNext.Store(next.UnixNano())
+	} else {
+		g.airNext.Store(0)
+	}
+	if g.airBlocked.Swap(blocked) == blocked {
+		return
+	}
+	if blocked {
+		g.mu.Lock()
+		g.airBlockedSince = time.Now()
+		g.mu.Unlock()
+		g.log.Warn("airtime share spent for now; packets for the mesh wait", "next_in", time.Until(next).Round(time.Second), "queued", g.tx.len())
+	} else {
+		g.log.Info("airtime available again; packets for the mesh go out")
+	}
+	g.republishStatus()
+}
+
+// AirtimeBlocked reports whether packets for the mesh wait because the
+// bridge's airtime share is spent for now, and how long until the next of
+// them may go.
+func (g *Gateway) AirtimeBlocked() (bool, time.Duration) {
+	if !g.airBlocked.Load() {
+		return false, 0
+	}
+	return true, max(0, time.Until(time.Unix(0, g.airNext.Load())))
 }
 
 func (g *Gateway) publishNode(n NodeRecord) {
@@ -332,8 +412,8 @@ func (g *Gateway) publish(topic string, b []byte, retain bool) {
 	}
 }
 
-// enqueue validates a request and queues it, or reports why not.
-func (g *Gateway) enqueue(r *request) error {
+// validate checks that the radio may send a request's packet.
+func validate(r *request) error {
 	d := r.data
 	if d.GetPortnum() == meshpb.PortNum_TEXT_MESSAGE_APP && len(d.GetPayload()) > MaxTextBytes {
 		return fmt.Errorf("%w: text of %d bytes; at most %d fit in one packet (split it before sending)", errTooLarge, len(d.GetPayload()), MaxTextBytes)
@@ -343,6 +423,14 @@ func (g *Gateway) enqueue(r *request) error {
 	}
 	if d.GetPortnum() == meshpb.PortNum_ADMIN_APP {
 		return fmt.Errorf("%w: admin packets are not bridged", errRefused)
+	}
+	return nil
+}
+
+// enqueue validates a request and queues it, or reports why not.
+func (g *Gateway) enqueue(r *request) error {
+	if err := validate(r); err != nil {
+		return err
 	}
 	r.queued = time.Now()
 	if r.wireID == 0 {
@@ -472,11 +560,48 @@ func (g *Gateway) publishResult(r *request, reason meshpb.Routing_Error) {
 	g.publish(topics.MeshResult, b, false)
 }
 
+// downlinkOrigin names the JSON downlink as the origin of its requests.
+const downlinkOrigin = "mqtt-json"
+
+// downlinkFilters are the subscriptions for the JSON downlink. With the
+// root taken from the radio's region, it is unknown until the first
+// handshake, and may change with the radio's config: every root the
+// firmware could use (msh, msh/<REGION>) is subscribed for the whole run,
+// and onJSONDownlink keeps what is under the radio's own root.
+func (g *Gateway) downlinkFilters() []string {
+	if g.cfg.Root != "" {
+		return []string{topics.JSONDownlinkFilter(topics.Root(g.cfg.Root, ""))}
+	}
+	return []string{
+		topics.JSONDownlinkFilter(topics.DefaultRoot),
+		topics.JSONDownlinkFilter(topics.DefaultRoot + "/+"),
+	}
+}
+
 // onJSONDownlink takes the firmware's JSON downlink (sendtext, sendposition).
+// Before the first handshake the radio's node number and root are unknown:
+// the message is queued as it is, and parsed when it goes out.
 func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
-	radio, _ := g.currentRadio()
-	if radio == nil {
+	t, err := topics.Parse(topic)
+	if err != nil || !t.IsJSONDownlink() {
 		return
+	}
+	radio, root := g.currentRadio()
+	if radio == nil {
+		r := &request{origin: downlinkOrigin, id: g.ids.next(), downlink: bytes.Clone(payload), root: t.Root}
+		if err := g.enqueue(r); err != nil {
+			g.rejectDownlink(r, err)
+			return
+		}
+		if !g.earlyLogged.Swap(true) {
+			g.log.Info("JSON downlink before the radio's first handshake; queued until the radio is ready", "topic", topic)
+		} else {
+			g.log.Debug("JSON downlink before the radio's first handshake; queued", "topic", topic)
+		}
+		return
+	}
+	if t.Root != root {
+		return // another root's downlink, which the firmware would not have subscribed to
 	}
 	dl, err := mesh.ParseDownlink(payload, radio.myNum)
 	if err != nil {
@@ -484,12 +609,42 @@ func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
 		g.log.Warn("ignoring JSON downlink", "topic", topic, "err", err)
 		return
 	}
-	r := &request{origin: "mqtt-json", id: g.ids.next(), to: dl.To, channel: dl.Channel, data: dl.Data}
+	r := &request{origin: downlinkOrigin, id: g.ids.next(), to: dl.To, channel: dl.Channel, data: dl.Data}
 	if err := g.enqueue(r); err != nil {
-		g.Stats.DownlinkRejected.Add(1)
-		g.log.Warn("ignoring JSON downlink", "topic", topic, "err", err)
-		g.publishResult(r, meshpb.Routing_TOO_LARGE)
+		g.rejectDownlink(r, err)
 	}
+}
+
+// rejectDownlink reports a JSON downlink request that was not queued.
+func (g *Gateway) rejectDownlink(r *request, err error) {
+	g.Stats.DownlinkRejected.Add(1)
+	g.log.Warn("ignoring JSON downlink", "root", r.root, "err", err)
+	g.publishResult(r, refusal(err))
+}
+
+// resolveDownlink turns a JSON downlink queued before the first handshake
+// into a packet, now that the radio is known. It reports false when the
+// request ended here: for another root, malformed or refused.
+func (g *Gateway) resolveDownlink(r *request) bool {
+	radio, root := g.currentRadio()
+	if r.root != root {
+		g.log.Debug("JSON downlink from before the handshake is for another root; not sent", "topic_root", r.root, "root", root)
+		g.done(r)
+		return false
+	}
+	dl, err := mesh.ParseDownlink(r.downlink, radio.myNum)
+	if err != nil {
+		g.Stats.DownlinkRejected.Add(1)
+		g.log.Warn("ignoring JSON downlink", "root", r.root, "err", err)
+		g.done(r)
+		return false
+	}
+	r.to, r.channel, r.data, r.downlink = dl.To, dl.Channel, dl.Data, nil
+	if err := validate(r); err != nil {
+		g.rejectDownlink(r, err)
+		return false
+	}
+	return true
 }
 
 // onProxyDownlink passes envelopes from other gateways down to a radio in
@@ -501,9 +656,33 @@ func (g *Gateway) onProxyDownlink(topic string, payload []byte) {
 		return
 	}
 	m := &meshpb.MqttClientProxyMessage{Topic: topic, PayloadVariant: &meshpb.MqttClientProxyMessage_Data{Data: append([]byte(nil), payload...)}}
+	// The stream API carries at most 512 bytes a frame; a larger one
+	// cannot be written, and must not take the link down with it.
+	if n := proto.Size(&meshpb.ToRadio{PayloadVariant: &meshpb.ToRadio_MqttClientProxyMessage{MqttClientProxyMessage: m}}); n > mesh.MaxFrame {
+		g.Stats.ProxyOversize.Add(1)
+		g.logProxyDrop(&g.proxyOversizeLogged, "client proxy message too large for the radio's 512-byte frames; not passed down",
+			"topic", topic, "bytes", n, "dropped", g.Stats.ProxyOversize.Load())
+		return
+	}
 	select {
 	case g.proxyOut <- m:
 	default:
-		g.log.Warn("client proxy downlink queue full; dropping", "topic", topic)
+		g.Stats.ProxyQueueFull.Add(1)
+		g.logProxyDrop(&g.proxyFullLogged, "client proxy downlink queue full; dropping", "topic", topic, "dropped", g.Stats.ProxyQueueFull.Load())
 	}
+}
+
+// proxyLogQuiet is how long drops of one kind must pause before the next
+// is logged as a warning again.
+const proxyLogQuiet = time.Minute
+
+// logProxyDrop logs the first drop of a burst as a warning and the rest
+// at debug level; last holds when a drop of this kind was last seen.
+func (g *Gateway) logProxyDrop(last *atomic.Int64, msg string, args ...any) {
+	now := time.Now().UnixNano()
+	if prev := last.Swap(now); now-prev >= int64(proxyLogQuiet) {
+		g.log.Warn(msg, args...)
+		return
+	}
+	g.log.Debug(msg, args...)
 }

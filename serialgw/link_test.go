@@ -111,6 +111,15 @@ type rig struct {
 
 func startRig(t *testing.T, tr transport, tune func(*serialgw.Config), tuneSim ...func(*meshsim.Config)) *rig {
 	t.Helper()
+	r := launchRig(t, tr, tune, nil, tuneSim...)
+	testutil.Eventually(t, wait, r.radio.Ready, "bridge never completed the handshake")
+	return r
+}
+
+// launchRig starts a rig without waiting for the handshake; prep, if set,
+// sees the radio before the bridge first connects to it.
+func launchRig(t *testing.T, tr transport, tune func(*serialgw.Config), prep func(*meshsim.Radio), tuneSim ...func(*meshsim.Config)) *rig {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	simCfg := meshsim.Demo()
 	simCfg.TrafficInterval = 0 // tests inject what they need
@@ -118,6 +127,9 @@ func startRig(t *testing.T, tr transport, tune func(*serialgw.Config), tuneSim .
 		f(&simCfg)
 	}
 	radio := meshsim.New(simCfg)
+	if prep != nil {
+		prep(radio)
+	}
 	dev, replug := tr.start(t, ctx, radio)
 	// Local tools log in as "tool" (read everything, write the downlink);
 	// "gateway" stands for another Meshtastic gateway feeding envelopes in.
@@ -125,7 +137,7 @@ func startRig(t *testing.T, tr transport, tune func(*serialgw.Config), tuneSim .
 	if err := os.WriteFile(users, []byte("users:\n  tool:\n    password: tool-pw\n  gateway:\n    password: gw-pw\n    write: ['msh/#']\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.NewEmbedded(broker.Config{Listen: "127.0.0.1:0", CredentialsFile: users, IsDownlink: topics.IsJSONDownlink}, testLog(t))
+	b, err := broker.NewEmbedded(broker.Config{Listen: "127.0.0.1:0", CredentialsFile: users, IsDownlink: topics.IsJSONDownlink, IsOwn: topics.IsBridgeTopic}, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,9 +166,7 @@ func startRig(t *testing.T, tr transport, tune func(*serialgw.Config), tuneSim .
 		b.Close()
 	})
 	host, port, _ := net.SplitHostPort(b.Addr())
-	r := &rig{radio: radio, broker: b, gw: gw, replug: replug, host: host, port: port}
-	testutil.Eventually(t, wait, radio.Ready, "bridge never completed the handshake")
-	return r
+	return &rig{radio: radio, broker: b, gw: gw, replug: replug, host: host, port: port}
 }
 
 func each(t *testing.T, f func(t *testing.T, tr transport)) {

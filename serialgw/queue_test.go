@@ -134,3 +134,44 @@ func TestRadioChannels(t *testing.T) {
 		t.Errorf("unnamed primary without a preset = %q, want Custom", n)
 	}
 }
+
+// The airtime bucket lets a burst of a tenth of the window's allowance go
+// at once, then one packet as the share earns it; a packet larger than the
+// whole burst goes once the bucket is full, and the debt it leaves is paid
+// before the next.
+func TestAirtimeBucket(t *testing.T) {
+	var a airtime
+	a.configure(&meshpb.Config_LoRaConfig{UsePreset: true, ModemPreset: meshpb.Config_LoRaConfig_LONG_FAST, Region: meshpb.Config_LoRaConfig_EU_868}, time.Hour, 0.5)
+	cost := a.cost(&meshpb.Data{Portnum: meshpb.PortNum_PRIVATE_APP, Payload: make([]byte, 233)})
+	t0 := time.Unix(1000, 0)
+	sent := 0
+	for a.wait(t0, cost) == 0 {
+		a.spend(t0, cost)
+		sent++
+	}
+	// 180 s allowance, 18 s burst, 2.16 s a packet.
+	if want := int((18 * time.Second) / cost); sent != want {
+		t.Errorf("a burst of %d packets, want %d", sent, want)
+	}
+	w := a.wait(t0, cost)
+	if earn := time.Duration(float64(cost) / 0.05); w <= 0 || w > earn {
+		t.Errorf("after the burst a packet waits %v, want up to %v (its cost at 5 %% of the time)", w, earn)
+	}
+	if got := a.wait(t0.Add(w), cost); got != 0 {
+		t.Errorf("after the wait, still %v to go", got)
+	}
+
+	// A share so small that one packet is more than the burst.
+	a = airtime{}
+	a.configure(&meshpb.Config_LoRaConfig{UsePreset: true, ModemPreset: meshpb.Config_LoRaConfig_LONG_FAST, Region: meshpb.Config_LoRaConfig_EU_868}, time.Minute, 0.5)
+	if a.burst >= cost || a.wait(t0, cost) != 0 {
+		t.Fatalf("burst %v, cost %v: a full bucket should let it go", a.burst, cost)
+	}
+	a.spend(t0, cost)
+	// From cost-burst in debt back to the burst; the window's rolling budget
+	// holds it longer still here, so the bucket is asked alone.
+	refill := time.Duration(float64(cost) / a.rate)
+	if w := a.bucketWait(t0, cost); w < refill-time.Millisecond || w > refill+time.Millisecond {
+		t.Errorf("after a packet larger than the burst the next waits %v, want %v", w, refill)
+	}
+}

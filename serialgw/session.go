@@ -38,20 +38,24 @@ type session struct {
 	conn io.ReadWriteCloser
 	log  *slog.Logger
 
-	radio         *radioState // being collected by the handshake
-	nonce         uint32
-	up            bool
-	attempts      int
-	deadline      time.Time // of the current handshake attempt
-	lastRx        time.Time
-	queueKnown    bool // the radio has sent a QueueStatus: it does flow control
-	noFlowCtl     bool // the radio never confirms packets (old firmware)
-	airWaitLogged bool
-	free          int // free slots in the radio's TX queue as last reported
-	pending       *inflight
-	sentIDs       map[uint32]*request // recent wire ids, to match routing replies
-	sentOrder     []uint32
-	wbuf          []byte
+	radio      *radioState // being collected by the handshake
+	nonce      uint32
+	up         bool
+	attempts   int
+	deadline   time.Time // of the current handshake attempt
+	lastRx     time.Time
+	queueKnown bool // the radio has sent a QueueStatus: it does flow control
+	noFlowCtl  bool // the radio never confirms packets (old firmware)
+	// airHeld is the packet last held back for airtime. Airtime stays
+	// reported as blocked until a packet goes without being held, or the
+	// queue is empty, so a flood trickling out is one blocked period and
+	// not one per packet.
+	airHeld   *request
+	free      int // free slots in the radio's TX queue as last reported
+	pending   *inflight
+	sentIDs   map[uint32]*request // recent wire ids, to match routing replies
+	sentOrder []uint32
+	wbuf      []byte
 }
 
 func newSession(g *Gateway, conn io.ReadWriteCloser, name string) *session {
@@ -407,7 +411,16 @@ func (s *session) trySend(pace *time.Timer) error {
 	}
 	req := s.g.tx.peek()
 	if req == nil {
+		s.airHeld = nil
+		s.g.setAirtimeBlocked(false, time.Time{})
 		return nil
+	}
+	if req.downlink != nil {
+		s.g.tx.pop()
+		if s.g.resolveDownlink(req) {
+			s.g.tx.pushFront(req)
+		}
+		return s.trySend(pace)
 	}
 	if req.chName != "" {
 		idx, err := s.radio.channelIndex(req.chName)
@@ -431,14 +444,15 @@ func (s *session) trySend(pace *time.Timer) error {
 		s.g.refuse(req, meshpb.Routing_DUTY_CYCLE_LIMIT, fmt.Errorf("a packet of %v on air can never fit the airtime budget", cost))
 		return s.trySend(pace)
 	} else if w > 0 {
-		if !s.airWaitLogged {
-			s.log.Info("airtime budget used up for now; holding packets", "wait", w.Round(time.Second), "queued", s.g.tx.len())
-			s.airWaitLogged = true
-		}
+		s.airHeld = req
+		s.g.setAirtimeBlocked(true, now.Add(w))
 		pace.Reset(w)
 		return nil
 	}
-	s.airWaitLogged = false
+	if req != s.airHeld {
+		s.g.setAirtimeBlocked(false, time.Time{})
+	}
+	s.airHeld = nil
 	s.g.tx.pop()
 	if req.wireID == 0 {
 		req.wireID = s.g.ids.next()

@@ -25,8 +25,13 @@ type request struct {
 	to      uint32
 	channel uint32 // local channel index
 	chName  string // a channel name still to resolve, when no radio was known yet
-	data    *meshpb.Data
-	queued  time.Time
+	// downlink is a JSON downlink still to parse, when no radio was known
+	// yet (its node number is needed), and root the topic root it came on,
+	// checked against the radio's when it goes out; data is nil until then.
+	downlink []byte
+	root     string
+	data     *meshpb.Data
+	queued   time.Time
 	// wireID is the packet id on the mesh, set at the first attempt and kept
 	// for a resend, so a packet the radio took before the link dropped is
 	// recognised (by the firmware and by every node) as the same packet.

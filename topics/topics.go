@@ -151,6 +151,10 @@ const (
 	NodesFilter = nodesPrefix + "+"
 )
 
+// IsBridgeTopic reports whether topic is one of the bridge's own, which
+// only the bridge writes and which cross an external broker at QoS 1.
+func IsBridgeTopic(topic string) bool { return strings.HasPrefix(topic, bridgeRoot+"/") }
+
 // Node is the retained topic of one node's record, keyed by its "!xxxxxxxx" id.
 func Node(id string) string { return nodesPrefix + id }
 

@@ -112,8 +112,7 @@ func (a *archive) query(ctx context.Context, s *xmpp.Session, r *room, afterID s
 		delete(a.msgs, qid)
 		a.mu.Unlock()
 	}()
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
+	deadline := time.Now().Add(20 * time.Second)
 	q := &history.Query{ID: qid, AfterID: afterID, Limit: 100}
 	if afterID == "" {
 		q.Start = t
@@ -121,7 +120,10 @@ func (a *archive) query(ctx context.Context, s *xmpp.Session, r *room, afterID s
 	const maxPages = 20
 	for page := 0; ; page++ {
 		var res history.Result
-		if err := s.UnmarshalIQ(ctx, stanza.IQ{Type: stanza.SetIQ, To: r.cfg.JID}.Wrap(q.TokenReader()), &res); err != nil {
+		qctx, release := callCtx(ctx, time.Until(deadline))
+		err := s.UnmarshalIQ(qctx, stanza.IQ{Type: stanza.SetIQ, To: r.cfg.JID}.Wrap(q.TokenReader()), &res)
+		release()
+		if err != nil {
 			return nil, nil, false
 		}
 		if res.Complete || res.Set.Last == "" || page == maxPages {
@@ -144,11 +146,12 @@ const roomStart = "*start"
 
 // latest returns the room's id of its newest archived message.
 func (a *archive) latest(ctx context.Context, s *xmpp.Session, r *room) (string, bool) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
 	q := &history.Query{ID: randomID(), Last: true, Limit: 1}
 	var res history.Result
-	if err := s.UnmarshalIQ(ctx, stanza.IQ{Type: stanza.SetIQ, To: r.cfg.JID}.Wrap(q.TokenReader()), &res); err != nil {
+	qctx, release := callCtx(ctx, 20*time.Second)
+	err := s.UnmarshalIQ(qctx, stanza.IQ{Type: stanza.SetIQ, To: r.cfg.JID}.Wrap(q.TokenReader()), &res)
+	release()
+	if err != nil {
 		return "", false
 	}
 	return res.Set.Last, true

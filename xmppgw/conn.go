@@ -139,9 +139,10 @@ func (c *conn) keepalive() bool {
 	}
 	c.wg.Go(func() {
 		defer c.pinging.Store(false)
-		ctx, cancel := context.WithTimeout(c.ctx, c.pingTimeout)
-		defer cancel()
-		if err := ping.Send(ctx, c.s, c.server); err != nil && c.ctx.Err() == nil {
+		ctx, release := callCtx(c.ctx, c.pingTimeout)
+		err := ping.Send(ctx, c.s, c.server)
+		release()
+		if err != nil && c.ctx.Err() == nil {
 			c.fail(fmt.Errorf("XMPP server did not answer a ping within %v: %w", c.pingTimeout, err))
 			// Closing the socket also frees a session loop stuck in a write.
 			_ = c.s.Conn().Close()
@@ -156,9 +157,9 @@ func (c *conn) keepalive() bool {
 // keepalive's call.
 func (c *conn) selfPing(occupant jid.JID) {
 	c.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(c.ctx, c.pingTimeout)
-		defer cancel()
+		ctx, release := callCtx(c.ctx, c.pingTimeout)
 		err := ping.Send(ctx, c.s, occupant)
+		release()
 		var se stanza.Error
 		if errors.As(err, &se) && (se.Condition == stanza.NotAcceptable || se.Condition == stanza.ItemNotFound) {
 			c.push(event{lost: &occupant})
@@ -169,8 +170,8 @@ func (c *conn) selfPing(occupant jid.JID) {
 // send writes one stanza, bounded in time: a peer that stops reading must
 // not wedge the session loop.
 func (c *conn) send(ctx context.Context, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
+	ctx, release := callCtx(ctx, 15*time.Second)
+	defer release()
 	return c.s.Encode(ctx, v)
 }
 
@@ -190,8 +191,8 @@ func (c *conn) close() {
 // Authentication is only ever attempted over TLS: the SASL feature requires
 // a secure stream, so a server without TLS fails here.
 func connect(ctx context.Context, cfg *Config) (*xmpp.Session, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-	defer cancel()
+	ctx, release := callCtx(ctx, 45*time.Second)
+	defer release()
 	domain := cfg.JID.Domain()
 	var nc net.Conn
 	var err error

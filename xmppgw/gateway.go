@@ -15,6 +15,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/jshiffer/lora-xmpp-bridge/internal/retry"
+	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 	"github.com/jshiffer/lora-xmpp-bridge/topics"
@@ -43,8 +44,12 @@ type Gateway struct {
 	log   *slog.Logger
 	Stats Stats
 
-	toRoom  chan outbound // mesh texts for the rooms
-	notices chan notice   // the bridge's own words to a room
+	toRoom chan outbound // mesh texts for the rooms
+	// overflow holds, in order, the mesh texts that arrive while toRoom is
+	// full (the XMPP server away for long): they go into toRoom as it
+	// drains. Bounded like a spool queue.
+	overflow []outbound
+	notices  chan notice // the bridge's own words to a room
 
 	connected  atomic.Bool
 	lastTick   atomic.Int64  // unix nanos of the last pass of the session loop
@@ -54,10 +59,12 @@ type Gateway struct {
 	nodes         map[string]nodeRecord
 	radioID       string
 	radioUp       bool
-	requests      map[uint32]requestInfo // send requests awaiting an outcome
-	seenMsgs      map[string]bool        // room messages already sent on to the mesh
-	toldRadioDown map[string]bool        // rooms told, in this outage, that the radio is away
-	mechanism     string                 // SASL mechanism of the last login
+	airBlocked    bool                     // the radio link holds packets back for airtime
+	requests      map[uint32]requestInfo   // send requests awaiting an outcome
+	refused       map[string]*refusalBatch // by room: refusals not yet told
+	seenMsgs      map[string]bool          // room messages already sent on to the mesh
+	toldRadioDown map[string]bool          // rooms told, in this outage, that the radio is away
+	mechanism     string                   // SASL mechanism of the last login
 }
 
 // outbound is a mesh text on its way to a room.
@@ -82,7 +89,10 @@ type notice struct {
 type requestInfo struct {
 	room  jid.JID
 	nick  string
-	part  string
+	msg   string // the room message's key, shared by its parts
+	words string // the message's first words, to name it in a notice
+	part  int    // 1-based
+	parts int    // how many packets the message became
 	asked time.Time
 }
 
@@ -102,7 +112,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		cfg: cfg, bus: bus, log: log.With("component", "xmpp"),
 		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64), subscribed: make(chan struct{}),
 		nodes: map[string]nodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
-		toldRadioDown: map[string]bool{},
+		toldRadioDown: map[string]bool{}, refused: map[string]*refusalBatch{},
 	}, nil
 }
 
@@ -119,7 +129,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer unsubscribe()
 	close(g.subscribed)
 	defer func() {
-		n := len(g.toRoom)
+		g.mu.Lock()
+		n := len(g.toRoom) + len(g.overflow)
+		g.mu.Unlock()
 		for _, r := range rooms {
 			n += len(r.backlog) + len(r.unacked)
 		}
@@ -258,11 +270,40 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 		g.log.Debug("mesh message already bridged before; not posted again", "id", o.id)
 		return
 	}
-	select {
-	case g.toRoom <- o:
-	default:
-		g.log.Warn("room queue full; mesh message dropped", "from", from, "id", o.id)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.overflow) == 0 {
+		select {
+		case g.toRoom <- o:
+			return
+		default:
+		}
 	}
+	if len(g.overflow) >= overflowMax {
+		g.log.Warn("too many mesh messages waiting for the rooms; the oldest is dropped", "id", g.overflow[0].id, "waiting", len(g.overflow)+len(g.toRoom))
+		g.overflow = g.overflow[1:]
+	}
+	g.overflow = append(g.overflow, o)
+}
+
+// overflowMax bounds the mesh texts waiting beyond toRoom, as the spool
+// bounds a room's queue on disk.
+const overflowMax = spool.DefaultMaxItems
+
+// refill moves what overflowed into toRoom as far as it has room.
+func (g *Gateway) refill() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for len(g.overflow) > 0 {
+		select {
+		case g.toRoom <- g.overflow[0]:
+			g.overflow[0] = outbound{}
+			g.overflow = g.overflow[1:]
+		default:
+			return
+		}
+	}
+	g.overflow = nil
 }
 
 // format renders a mesh text with the sender's name from the node records.
@@ -302,22 +343,38 @@ func (g *Gateway) onRadio(_ string, payload []byte) {
 	}
 }
 
+// airtimeNotice tells a room that what it sends to the mesh waits.
+const airtimeNotice = "📡 The bridge has used its share of the mesh's airtime for now (the region's duty-cycle limit): " +
+	"messages to the mesh wait and go out as airtime frees up."
+
 func (g *Gateway) onStatus(_ string, payload []byte) {
 	var s struct {
-		State string `json:"state"`
+		State          string `json:"state"`
+		AirtimeBlocked bool   `json:"airtime_blocked"`
 	}
-	if json.Unmarshal(payload, &s) == nil {
-		g.mu.Lock()
-		g.radioUp = s.State == "online"
-		if g.radioUp {
-			clear(g.toldRadioDown)
+	if json.Unmarshal(payload, &s) != nil {
+		return
+	}
+	g.mu.Lock()
+	g.radioUp = s.State == "online"
+	if g.radioUp {
+		clear(g.toldRadioDown)
+	}
+	blocked := g.radioUp && s.AirtimeBlocked
+	tell := blocked && !g.airBlocked
+	g.airBlocked = blocked
+	g.mu.Unlock()
+	if tell {
+		// Once per blocked period, to every room: all of them share the radio.
+		for _, r := range g.cfg.Rooms {
+			g.say(r.JID, airtimeNotice)
 		}
-		g.mu.Unlock()
 	}
 }
 
-// onResult turns a failed send into a word to the room, so the sender
-// knows the mesh did not get it.
+// onResult collects a failed send for a word to the room, so the sender
+// knows the mesh did not get it; refusals close together are told in one
+// notice (see tellRefusals).
 func (g *Gateway) onResult(_ string, payload []byte) {
 	var env meshpb.ServiceEnvelope
 	var rt meshpb.Routing
@@ -326,19 +383,25 @@ func (g *Gateway) onResult(_ string, payload []byte) {
 		return
 	}
 	id := env.GetPacket().GetDecoded().GetRequestId()
+	now := time.Now()
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	info, ok := g.requests[id]
 	for rid, ri := range g.requests {
-		if time.Since(ri.asked) > 10*time.Minute {
+		if now.Sub(ri.asked) > 10*time.Minute {
 			delete(g.requests, rid)
 		}
 	}
-	g.mu.Unlock()
 	if !ok || rt.GetErrorReason() == meshpb.Routing_NONE {
 		return
 	}
 	g.Stats.Refused.Add(1)
-	g.say(info.room, fmt.Sprintf("⚠ %s: your message%s did not reach the mesh: %s", info.nick, info.part, describe(rt.GetErrorReason())))
+	b := g.refused[info.room.String()]
+	if b == nil {
+		b = &refusalBatch{room: info.room, first: now}
+		g.refused[info.room.String()] = b
+	}
+	b.add(info, rt.GetErrorReason(), now)
 }
 
 func describe(e meshpb.Routing_Error) string {
@@ -395,14 +458,11 @@ func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 		// Once per outage and room, not once per message.
 		g.say(r.cfg.JID, "📡 The radio is not connected right now; messages wait and go out when it is back.")
 	}
+	words := firstWords(body)
 	for i, c := range chunks {
 		id := requestID(msgKey, i)
-		part := ""
-		if len(chunks) > 1 {
-			part = fmt.Sprintf(" (part %d/%d)", i+1, len(chunks))
-		}
 		g.mu.Lock()
-		g.requests[id] = requestInfo{room: r.cfg.JID, nick: nick, part: part, asked: time.Now()}
+		g.requests[id] = requestInfo{room: r.cfg.JID, nick: nick, msg: msgKey, words: words, part: i + 1, parts: len(chunks), asked: time.Now()}
 		g.mu.Unlock()
 		env := &meshpb.ServiceEnvelope{
 			GatewayId: origin, ChannelId: r.cfg.Channel,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,13 +45,13 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 	for {
 		select {
 		case <-ctx.Done():
-			bye, cancelBye := context.WithTimeout(context.Background(), 2*time.Second)
 			for _, r := range rooms {
 				if r.joined() {
+					bye, release := callCtx(context.Background(), 2*time.Second)
 					_ = c.s.Encode(bye, joinPresence{To: r.occupant.String(), Type: "unavailable"})
+					release()
 				}
 			}
-			cancelBye()
 			return ctx.Err()
 		case err := <-c.lost:
 			return err
@@ -59,6 +60,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 				return err
 			}
 		case o := <-g.toRoom:
+			g.refill()
 			if err := g.deliver(ctx, c, rooms, o); err != nil {
 				return err
 			}
@@ -68,6 +70,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 			}
 		case now := <-tick.C:
 			g.tick()
+			g.tellRefusals(now)
 			if now.Sub(lastPing) >= g.cfg.PingInterval && c.keepalive() {
 				lastPing = now
 			}
@@ -249,13 +252,16 @@ func (g *Gateway) command(ctx context.Context, c *conn, r *room, nick, cmd strin
 	switch word {
 	case "status":
 		g.mu.Lock()
-		up, radio := g.radioUp, g.radioID
+		up, radio, blocked := g.radioUp, g.radioID, g.airBlocked
 		g.mu.Unlock()
 		state := "disconnected"
 		if up {
 			state = "connected"
 		}
 		reply = fmt.Sprintf("Radio %s is %s; bridging channel %s.", radio, state, r.cfg.label())
+		if blocked {
+			reply += " The bridge's airtime share is spent for now: messages to the mesh wait."
+		}
 	default:
 		reply = fmt.Sprintf("%s: unknown bridge command !%s (known: !status). Commands are not sent to the mesh.", nick, word)
 	}
@@ -351,8 +357,11 @@ func (g *Gateway) flush(ctx context.Context, c *conn, r *room) error {
 	}
 	pending := append(r.unacked, r.backlog...)
 	r.unacked, r.backlog = nil, nil
-	for _, o := range pending {
+	for i, o := range pending {
 		if err := g.post(ctx, c, r, o); err != nil {
+			// o is in unacked (post puts it there first); what was not
+			// posted yet waits for the next join, ahead of anything newer.
+			r.backlog = append(slices.Clone(pending[i+1:]), r.backlog...)
 			return err
 		}
 	}

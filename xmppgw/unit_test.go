@@ -357,3 +357,158 @@ func TestRunSubscribes(t *testing.T) {
 		t.Errorf("%d subscriptions left after a failed Run", bus.active)
 	}
 }
+
+func drainNotices(g *Gateway) []notice {
+	var out []notice
+	for len(g.notices) > 0 {
+		out = append(out, <-g.notices)
+	}
+	return out
+}
+
+// Airtime held back by the radio link is told to every room once per
+// blocked period; status records without the field (older bridges) and a
+// radio that is not online say nothing.
+func TestAirtimeBlockedNotice(t *testing.T) {
+	g := newTestGateway(t, func(c *Config) {
+		c.Rooms = append(c.Rooms, Room{JID: jid.MustParse("farm@conference.example.org"), Nick: "meshbridge", Channel: "farm"})
+	})
+	steps := []struct {
+		record string
+		told   int
+	}{
+		{`{"state":"online","device":"sim","since":"2026-01-01T00:00:00Z"}`, 0},
+		{`{"state":"online","airtime_blocked":true,"airtime_blocked_since":"2026-01-01T00:01:00Z"}`, 2},
+		{`{"state":"online","airtime_blocked":true}`, 0}, // the same period, published again
+		{`{"state":"online"}`, 0},
+		{`{"state":"online","airtime_blocked":true}`, 2}, // a new period
+		{`{"state":"disconnected","error":"gone"}`, 0},
+		{`{"state":"connecting","airtime_blocked":true}`, 0},
+	}
+	for i, s := range steps {
+		g.onStatus(topics.BridgeStatus, []byte(s.record))
+		got := drainNotices(g)
+		if len(got) != s.told {
+			t.Errorf("step %d %s: %d notices, want %d", i, s.record, len(got), s.told)
+		}
+		for _, n := range got {
+			if !strings.Contains(n.text, "airtime") {
+				t.Errorf("step %d: notice %q", i, n.text)
+			}
+		}
+	}
+}
+
+func result(id uint32, reason meshpb.Routing_Error) []byte {
+	rt, _ := proto.Marshal(&meshpb.Routing{Variant: &meshpb.Routing_ErrorReason{ErrorReason: reason}})
+	b, _ := proto.Marshal(&meshpb.ServiceEnvelope{GatewayId: origin, Packet: &meshpb.MeshPacket{PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
+		Portnum: meshpb.PortNum_ROUTING_APP, Payload: rt, RequestId: id,
+	}}}})
+	return b
+}
+
+// Refusals that come together are told in one notice per room, once the
+// burst is over, naming the authors and the first words of what was
+// refused, and bounded in length however long the burst.
+func TestRefusalsCoalesce(t *testing.T) {
+	g := newTestGateway(t, nil)
+	room := g.cfg.Rooms[0].JID
+	ask := func(id uint32, nick, key, body string, part, parts int) {
+		g.requests[id] = requestInfo{room: room, nick: nick, msg: key, words: firstWords(body), part: part, parts: parts, asked: time.Now()}
+	}
+	// One message, one part refused.
+	ask(1, "alice", "m1", "Hello mesh, this is the first and only message today", 2, 2)
+	ask(2, "alice", "m1", "", 1, 2)
+	g.onResult("", result(2, meshpb.Routing_NONE))
+	g.onResult("", result(1, meshpb.Routing_RATE_LIMIT_EXCEEDED))
+	now := time.Now()
+	g.tellRefusals(now)
+	if n := drainNotices(g); len(n) != 0 {
+		t.Fatalf("told before the burst was over: %v", n)
+	}
+	g.tellRefusals(now.Add(refusalQuiet))
+	n := drainNotices(g)
+	if len(n) != 1 || n[0].text != "⚠ alice: your message “Hello mesh, this is the first and only…” (part 2/2) did not reach the mesh: "+describe(meshpb.Routing_RATE_LIMIT_EXCEEDED) {
+		t.Errorf("notices %+v", n)
+	}
+
+	// A burst of 300 from two people, as after an outage: one notice.
+	for i := range 300 {
+		nick := []string{"alice", "bob"}[i%2]
+		ask(uint32(100+i), nick, fmt.Sprintf("k%d", i), fmt.Sprintf("message number %d %s", i, strings.Repeat("blah ", 40)), 1, 1)
+	}
+	for i := range 300 {
+		g.onResult("", result(uint32(100+i), meshpb.Routing_RATE_LIMIT_EXCEEDED))
+	}
+	g.tellRefusals(time.Now().Add(refusalQuiet))
+	n = drainNotices(g)
+	if len(n) != 1 {
+		t.Fatalf("%d notices for one burst", len(n))
+	}
+	text := n[0].text
+	for _, want := range []string{"⚠ 300 messages did not reach the mesh: too much at once", "\n• alice: “message number 0 blah blah blah blah…”",
+		"\n• bob: “message number 1 blah", "\n• and 295 more, from bob, alice"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("notice lacks %q:\n%s", want, text)
+		}
+	}
+	if len(text) > 600 {
+		t.Errorf("notice of %d bytes:\n%s", len(text), text)
+	}
+	if g.Stats.Refused.Load() != 301 {
+		t.Errorf("refused %d", g.Stats.Refused.Load())
+	}
+
+	// A steady stream is told at least every refusalMaxDelay; reasons differ.
+	start := time.Now()
+	ask(1000, "carol", "c1", "first", 1, 1)
+	ask(1001, "carol", "c2", "second", 1, 1)
+	g.onResult("", result(1000, meshpb.Routing_NO_INTERFACE))
+	g.onResult("", result(1001, meshpb.Routing_TOO_LARGE))
+	g.mu.Lock()
+	g.refused[room.String()].first = start.Add(-refusalMaxDelay)
+	g.mu.Unlock()
+	g.tellRefusals(start)
+	n = drainNotices(g)
+	if len(n) != 1 || !strings.Contains(n[0].text, "• carol: “first” ("+describe(meshpb.Routing_NO_INTERFACE)+")") ||
+		!strings.Contains(n[0].text, "• carol: “second” ("+describe(meshpb.Routing_TOO_LARGE)+")") {
+		t.Errorf("notices %+v", n)
+	}
+}
+
+func TestFirstWords(t *testing.T) {
+	for in, want := range map[string]string{
+		"short":                 "short",
+		"  spaced \n\t out  ":   "spaced out",
+		strings.Repeat("é", 30): strings.Repeat("é", 20) + "…",
+		"one two three four five six seven eight nine ten": "one two three four five six seven eight…",
+		"日本語のテキストはスペースなしで書かれています":                          "日本語のテキストはスペース…", // 39 bytes
+	} {
+		if got := firstWords(in); got != want {
+			t.Errorf("firstWords(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Mesh texts keep coming while the XMPP server is away: beyond what the
+// session's channel holds they wait in order, none dropped, and go to the
+// session as it drains.
+func TestMeshTextsWaitBeyondTheChannel(t *testing.T) {
+	g := newTestGateway(t, nil)
+	n := cap(g.toRoom) + 50
+	for i := range n {
+		g.onMeshRX("", rx(0xa1b2c3d4, mesh.Broadcast, uint32(i+1), fmt.Sprintf("text %d", i), false))
+	}
+	for i := range n {
+		var o outbound
+		select {
+		case o = <-g.toRoom:
+		default:
+			t.Fatalf("only %d of %d texts reached the session", i, n)
+		}
+		g.refill()
+		if want := fmt.Sprintf("!a1b2c3d4: text %d", i); o.body != want {
+			t.Fatalf("text %d is %q, want %q", i, o.body, want)
+		}
+	}
+}

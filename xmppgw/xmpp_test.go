@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/creack/pty"
+	"google.golang.org/protobuf/proto"
 	"mellium.im/xmpp/jid"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
@@ -26,7 +27,10 @@ import (
 	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/xmpptest"
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
 
@@ -351,8 +355,8 @@ func TestFailuresReachTheRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice.WaitMessage(t, wait, func(m xmpptest.Message) bool {
-		return m.Nick == "meshbridge" && strings.Contains(m.Body, "alice: your message (part 2/2) did not reach the mesh") &&
-			strings.Contains(m.Body, "rate limit")
+		return m.Nick == "meshbridge" && strings.Contains(m.Body, "alice: your message “word word word") &&
+			strings.Contains(m.Body, "(part 2/2) did not reach the mesh") && strings.Contains(m.Body, "rate limit")
 	})
 	if _, err := alice.Say(ctx, room.String(), strings.Repeat("word ", 200)); err != nil {
 		t.Fatal(err)
@@ -626,4 +630,99 @@ func connGoroutines() []string {
 		}
 	}
 	return out
+}
+
+// refusalNotices are the bridge's notices of what did not reach the mesh.
+func refusalNotices(c *xmpptest.Client) []string {
+	var out []string
+	for _, m := range c.Messages() {
+		if m.Nick == "meshbridge" && strings.Contains(m.Body, "did not reach the mesh") {
+			out = append(out, m.Body)
+		}
+	}
+	return out
+}
+
+// Many room messages refused at once (the radio's queue full) are told in
+// one notice that names who said what, not one identical line per message.
+func TestRefusalsToldOnce(t *testing.T) {
+	srv, room, alice := startRoom(t)
+	ctx := context.Background()
+	srv.AddAccount("bob", "bob-pw")
+	bob := xmpptest.Dial(t, srv, "bob", "bob-pw")
+	if err := bob.Join(ctx, room.String(), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	// Texts an hour apart and a queue of three: after the first text, three
+	// wait and the rest are refused.
+	br := startBridge(t, srv, room, nil, func(c *serialgw.Config) { c.TextInterval, c.QueueLimit = time.Hour, 3 })
+	meshToRoom(t, br, alice, "bridge is up")
+	if _, err := alice.Say(ctx, room.String(), "goes out at once"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool { return len(br.radio.Received()) == 1 }, "radio got %q", received(br.radio))
+	for i := 1; i <= 10; i++ {
+		who := map[bool]*xmpptest.Client{true: alice, false: bob}[i%2 == 1]
+		if _, err := who.Say(ctx, room.String(), fmt.Sprintf("note %d, with a few more words than a notice quotes", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := alice.WaitMessage(t, wait, func(m xmpptest.Message) bool {
+		return m.Nick == "meshbridge" && strings.Contains(m.Body, "did not reach the mesh")
+	})
+	for _, want := range []string{"⚠ 7 messages did not reach the mesh: too much at once", "\n• alice: “note ", "\n• bob: “note ", "\n• and 2 more, from "} {
+		if !strings.Contains(first.Body, want) {
+			t.Errorf("notice lacks %q:\n%s", want, first.Body)
+		}
+	}
+	if strings.Contains(first.Body, "quotes") {
+		t.Errorf("notice quotes whole messages:\n%s", first.Body)
+	}
+	// A refusal after the burst is a notice of its own; by the time it
+	// shows, every notice of the burst has.
+	if _, err := bob.Say(ctx, room.String(), "later, on its own"); err != nil {
+		t.Fatal(err)
+	}
+	alice.WaitMessage(t, wait, func(m xmpptest.Message) bool {
+		return m.Nick == "meshbridge" && strings.HasPrefix(m.Body, "⚠ bob: your message “later, on its own” did not reach the mesh")
+	})
+	if n := refusalNotices(alice); len(n) != 2 {
+		t.Errorf("%d notices of refusals, want 2:\n%s", len(n), strings.Join(n, "\n---\n"))
+	}
+}
+
+// A local tool floods the mesh: once the bridge's airtime share holds
+// packets back, the room is told, once, and !status says so too.
+func TestAirtimeBlockedTold(t *testing.T) {
+	srv, room, alice := startRoom(t)
+	ctx := context.Background()
+	// A window of a minute instead of an hour: a share of 3 s of airtime,
+	// a bucket of 0.3 s; one full-size LongFast packet takes 2.2 s.
+	br := startBridge(t, srv, room, nil, func(c *serialgw.Config) { c.AirtimeWindow = time.Minute })
+	meshToRoom(t, br, alice, "bridge is up")
+	for i := uint32(1); i <= 3; i++ {
+		b, _ := proto.Marshal(&meshpb.ServiceEnvelope{GatewayId: "local-tool", Packet: &meshpb.MeshPacket{Id: i, To: mesh.Broadcast,
+			PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{Portnum: meshpb.PortNum_PRIVATE_APP, Payload: make([]byte, 233)}}}})
+		if err := br.bus.Publish(topics.MeshTX, b, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice.WaitMessage(t, wait, func(m xmpptest.Message) bool {
+		return m.Nick == "meshbridge" && strings.Contains(m.Body, "used its share of the mesh's airtime")
+	})
+	if _, err := alice.Say(ctx, room.String(), "!status"); err != nil {
+		t.Fatal(err)
+	}
+	alice.WaitMessage(t, wait, func(m xmpptest.Message) bool {
+		return m.Nick == "meshbridge" && strings.HasPrefix(m.Body, "Radio !5eed0001 is connected") && strings.Contains(m.Body, "airtime share is spent")
+	})
+	n := 0
+	for _, m := range alice.Messages() {
+		if strings.Contains(m.Body, "used its share of the mesh's airtime") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("told %d times, want once", n)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -327,3 +328,38 @@ func countTrue(m map[string]bool) int {
 }
 
 var metricsRE = regexp.MustCompile(`metrics and health listening.*addr=(\S+)`)
+
+// With an external broker that is down when the daemon starts, the daemon
+// starts anyway, and what the radio side publishes meanwhile (its radio
+// record, retained) reaches the broker once it is up, through the outbox.
+func TestExternalBrokerDownAtStart(t *testing.T) {
+	m := testutil.StartMosquitto(t)
+	m.Stop()
+	state := t.TempDir()
+	cmd := exec.Command(binary, "--device", "sim", "--mqtt-broker", m.URL, "--state-dir", state, "--log-level", "debug")
+	logs := &safeBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	loggedAddr(t, logs, regexp.MustCompile(`simulated radio listening.*addr=(\S+)`))
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		return strings.Contains(logs.String(), `msg="radio ready"`)
+	},
+		"the radio link never came up while the broker was down\n%s", logs)
+	m.Start()
+	host, port, _ := net.SplitHostPort(m.Addr)
+	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "sovereign/bridge/radio", "-v")
+	sub.WaitFor(t, 60*time.Second, testutil.Contains(`sovereign/bridge/radio {`))
+	id, err := os.ReadFile(filepath.Join(state, "sim", "mqtt-client-id"))
+	if err != nil || !strings.HasPrefix(string(id), "sovereign-bridge-") {
+		t.Errorf("client id not kept in the state directory: %q, %v", id, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit: %v\n%s", err, logs)
+	}
+}

@@ -35,6 +35,8 @@ type Config struct {
 	MQTTCredentials string
 	MQTTMaxConns    int
 	MQTTBroker      string
+	MQTTBrokerPass  string // file
+	MQTTBrokerCA    string // file
 	MQTTRoot        string
 	MQTTEncrypt     bool
 	StateDir        string
@@ -101,6 +103,8 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.MQTTCredentials, []string{"mqtt-credentials"}, "", "embedded broker users `file` (YAML: users: {name: {password: ...}})")
 	fs.IntVar(&c.MQTTMaxConns, "mqtt-max-connections", broker.DefaultMaxConnections, "most sockets the embedded broker keeps open at once; more are refused")
 	str(&c.MQTTBroker, []string{"mqtt-broker"}, "", "use an external broker at this `URL` instead of the embedded one")
+	str(&c.MQTTBrokerPass, []string{"mqtt-broker-password-file"}, "", "read the external broker's password from `file` (the user goes in the URL: mqtt://user@host)")
+	str(&c.MQTTBrokerCA, []string{"mqtt-broker-ca"}, "", "PEM `file` of the CAs to trust for an mqtts:// broker (default: the system's)")
 	str(&c.MQTTRoot, []string{"mqtt-root"}, "", "topic `root` (default msh/<region of the radio>)")
 	fs.BoolVar(&c.MQTTEncrypt, "mqtt-encrypt", true, "publish envelopes encrypted with the channel key, as the firmware does")
 	str(&c.StateDir, []string{"state-dir"}, "", "state `directory` (default $STATE_DIRECTORY, else $XDG_STATE_HOME/sovereign-bridge)")
@@ -223,6 +227,16 @@ func (c Config) Validate() error {
 		if err := (broker.RemoteConfig{URL: c.MQTTBroker}).Validate(); err != nil {
 			return usageErr("--mqtt-broker: %w", err)
 		}
+		if _, err := c.brokerPassword(); err != nil {
+			return usageErr("--mqtt-broker-password-file: %w", err)
+		}
+		if c.MQTTBrokerCA != "" {
+			if _, err := os.Stat(c.MQTTBrokerCA); err != nil {
+				return usageErr("--mqtt-broker-ca: %w", err)
+			}
+		}
+	} else if c.MQTTBrokerPass != "" || c.MQTTBrokerCA != "" {
+		return usageErr("--mqtt-broker-password-file and --mqtt-broker-ca go with --mqtt-broker")
 	} else {
 		if err := c.brokerConfig().Validate(); err != nil {
 			if errors.Is(err, broker.ErrNoCredentials) {
@@ -282,11 +296,27 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// brokerPassword reads the external broker's password file, if one is given.
+func (c Config) brokerPassword() (secret.String, error) {
+	if c.MQTTBrokerPass == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.MQTTBrokerPass)
+	if err != nil {
+		return "", err
+	}
+	pw := secret.String(strings.TrimRight(string(b), "\r\n"))
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", c.MQTTBrokerPass)
+	}
+	return pw, nil
+}
+
 // brokerConfig is the embedded broker's configuration. Local tools may
 // write only the firmware's JSON downlink.
 func (c Config) brokerConfig() broker.Config {
 	return broker.Config{
-		Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials, MaxConnections: c.MQTTMaxConns, IsDownlink: topics.IsJSONDownlink,
+		Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials, MaxConnections: c.MQTTMaxConns, IsDownlink: topics.IsJSONDownlink, IsOwn: topics.IsBridgeTopic,
 	}
 }
 

@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -17,6 +20,7 @@ import (
 	"github.com/jshiffer/lora-xmpp-bridge/internal/ops"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
 
@@ -60,14 +64,14 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	defer store.Close()
 
 	var b bus
+	brokerUp := func() bool { return true } // the embedded broker is in process
 	if c.MQTTBroker != "" {
-		dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		remote, err := broker.DialRemote(dialCtx, broker.RemoteConfig{URL: c.MQTTBroker}, log)
-		cancel()
+		remote, err := dialBroker(ctx, c, stateDir, store, log)
 		if err != nil {
-			return fmt.Errorf("--mqtt-broker: %w", err)
+			return err
 		}
 		b = remote
+		brokerUp = remote.Connected
 	} else {
 		emb, err := broker.NewEmbedded(c.brokerConfig(), log)
 		var credErr *broker.CredentialsError
@@ -138,7 +142,10 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	registerMetrics(metrics, gw, xg)
 	registerSpoolMetrics(metrics, store, c)
 	health := func() ops.Health {
-		h := ops.Health{Radio: ops.StateOf(gw.Up()), XMPP: ops.Off, MQTT: ops.Up}
+		h := ops.Health{Radio: ops.StateOf(gw.Up()), XMPP: ops.Off, MQTT: ops.StateOf(brokerUp()), Airtime: ops.AirtimeOK}
+		if blocked, _ := gw.AirtimeBlocked(); blocked {
+			h.Airtime = ops.AirtimeBlocked
+		}
 		if xg != nil {
 			h.XMPP = ops.StateOf(xg.Connected())
 		}
@@ -206,6 +213,10 @@ func registerMetrics(m *ops.Metrics, gw *serialgw.Gateway, xg *xmppgw.Gateway) {
 	m.Gauge("up", "Whether a side is connected (1) or not (0).", ops.Labels{"side": "radio"}, func() float64 { return boolFloat(gw.Up()) })
 	m.Gauge("airtime_used_seconds", "Airtime bridged packets used in the duty-cycle window.", nil, func() float64 { u, _ := gw.Airtime(); return u.Seconds() })
 	m.Gauge("airtime_budget_seconds", "Airtime bridged packets may use in the duty-cycle window.", nil, func() float64 { _, a := gw.Airtime(); return a.Seconds() })
+	m.Gauge("airtime_blocked", "Whether packets for the mesh wait because the airtime share is spent for now (1) or not (0).", nil, func() float64 { b, _ := gw.AirtimeBlocked(); return boolFloat(b) })
+	m.Gauge("airtime_wait_seconds", "Seconds until the packet held back for airtime may go; 0 when none is.", nil, func() float64 { _, w := gw.AirtimeBlocked(); return w.Seconds() })
+	m.Counter("mqtt_proxy_dropped_total", "Client proxy messages not passed to the radio, by reason.", ops.Labels{"reason": "oversize"}, st.ProxyOversize.Load)
+	m.Counter("mqtt_proxy_dropped_total", "Client proxy messages not passed to the radio, by reason.", ops.Labels{"reason": "queue_full"}, st.ProxyQueueFull.Load)
 	m.Family("mesh_naks_total", "Sends refused, by reason (from the radio, the mesh or the bridge).", ops.Counter, "reason", gw.NAKs)
 	if xg == nil {
 		return
@@ -262,4 +273,49 @@ func warnIfReadableByOthers(log *slog.Logger, flag, path string) {
 	if fi.Mode().Perm()&0o007 != 0 {
 		log.Warn("secret file is readable by other users; make it chmod 600 (or 640 for a group the daemon is in)", "flag", flag, "file", path, "mode", fi.Mode().Perm().String())
 	}
+}
+
+// dialBroker connects to the external broker. The bridge's own topics go
+// at QoS 1 through the spool, under a client id kept in the state
+// directory, so the broker keeps the bridge's session across restarts.
+func dialBroker(ctx context.Context, c Config, stateDir string, store *spool.Store, log *slog.Logger) (*broker.Remote, error) {
+	pw, err := c.brokerPassword()
+	if err != nil {
+		return nil, usageErr("--mqtt-broker-password-file: %w", err)
+	}
+	id, err := clientID(stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	remote, err := broker.DialRemote(dialCtx, broker.RemoteConfig{
+		URL: c.MQTTBroker, Password: pw, CAFile: c.MQTTBrokerCA, ClientID: id,
+		Outbox: store, Reliable: topics.IsBridgeTopic,
+	}, log)
+	if errors.Is(err, broker.ErrBrokerAuth) {
+		return nil, usageErr("--mqtt-broker: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--mqtt-broker: %w", err)
+	}
+	return remote, nil
+}
+
+// clientID returns the bridge's MQTT client id, made once and kept in the
+// state directory: a broker keeps a session by its client id.
+func clientID(stateDir string) (string, error) {
+	path := filepath.Join(stateDir, "mqtt-client-id")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var r [6]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	id := "sovereign-bridge-" + hex.EncodeToString(r[:])
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return id, nil
 }

@@ -31,6 +31,9 @@
 //	spool_oldest_age_seconds      gauge    queue=radio|room:<room JID>       Age of the oldest message waiting on disk.
 //	airtime_used_seconds          gauge                                      Airtime bridged packets used in the window.
 //	airtime_budget_seconds        gauge                                      Airtime bridged packets may use in the window.
+//	airtime_blocked               gauge                                      Whether packets for the mesh wait for airtime (1) or not (0).
+//	airtime_wait_seconds          gauge                                      Seconds until the packet held back for airtime may go.
+//	mqtt_proxy_dropped_total      counter  reason=oversize|queue_full        Client proxy messages not passed to the radio, by reason.
 //	muc_messages_in_total         counter                                    Room messages sent on to the mesh.
 //	muc_messages_out_total        counter                                    Mesh texts posted to rooms.
 //	muc_refused_total             counter                                    Room messages the mesh did not take.

@@ -29,22 +29,35 @@ func StateOf(up bool) State {
 	return Down
 }
 
+// Airtime is whether the bridge's airtime share lets packets go to the mesh.
+type Airtime string
+
+const (
+	AirtimeOK Airtime = "ok"
+	// AirtimeBlocked: packets for the mesh wait because the share is spent
+	// for now. The bridge is up, but the mesh is not getting what it is
+	// sent, and people are waiting: a degraded state.
+	AirtimeBlocked Airtime = "blocked"
+)
+
 // Health is the state of each side of the bridge, as /healthz reports it.
 // Every field must be set: an empty one counts as not up.
 type Health struct {
-	Radio State `json:"radio"`
-	XMPP  State `json:"xmpp"`
-	MQTT  State `json:"mqtt"`
+	Radio   State   `json:"radio"`
+	XMPP    State   `json:"xmpp"`
+	MQTT    State   `json:"mqtt"`
+	Airtime Airtime `json:"airtime"`
 }
 
-// OK reports whether every configured side is up.
+// OK reports whether every configured side is up and packets for the mesh
+// are not held back for airtime.
 func (h Health) OK() bool {
 	for _, s := range []State{h.Radio, h.XMPP, h.MQTT} {
 		if s != Up && s != Off {
 			return false
 		}
 	}
-	return true
+	return h.Airtime == AirtimeOK
 }
 
 // ErrNotLoopback refuses a metrics address other hosts could reach.

@@ -64,7 +64,7 @@ func TestServer(t *testing.T) {
 		func() map[string]float64 { return map[string]float64{"no_route": 2, "timeout": 1} })
 
 	var mu sync.Mutex
-	health := Health{Radio: Up, XMPP: Up, MQTT: Up}
+	health := Health{Radio: Up, XMPP: Up, MQTT: Up, Airtime: AirtimeOK}
 	s, err := NewServer(ServerConfig{
 		Listen:  "127.0.0.1:0",
 		Metrics: m,
@@ -110,12 +110,15 @@ func TestServer(t *testing.T) {
 		h    Health
 		code int
 	}{
-		{Health{Up, Up, Up}, http.StatusOK},
-		{Health{Up, Off, Up}, http.StatusOK},
-		{Health{Down, Up, Up}, http.StatusServiceUnavailable},
-		{Health{Up, Down, Up}, http.StatusServiceUnavailable},
-		{Health{Down, Off, Up}, http.StatusServiceUnavailable},
-		{Health{"", Off, Up}, http.StatusServiceUnavailable},
+		{Health{Up, Up, Up, AirtimeOK}, http.StatusOK},
+		{Health{Up, Off, Up, AirtimeOK}, http.StatusOK},
+		{Health{Down, Up, Up, AirtimeOK}, http.StatusServiceUnavailable},
+		{Health{Up, Down, Up, AirtimeOK}, http.StatusServiceUnavailable},
+		{Health{Down, Off, Up, AirtimeOK}, http.StatusServiceUnavailable},
+		{Health{"", Off, Up, AirtimeOK}, http.StatusServiceUnavailable},
+		// Up, but packets for the mesh wait for airtime: degraded.
+		{Health{Up, Up, Up, AirtimeBlocked}, http.StatusServiceUnavailable},
+		{Health{Up, Off, Up, ""}, http.StatusServiceUnavailable},
 	} {
 		mu.Lock()
 		health = tc.h
@@ -130,9 +133,9 @@ func TestServer(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	health = Health{Radio: Down, XMPP: Off, MQTT: Up}
+	health = Health{Radio: Up, XMPP: Off, MQTT: Up, Airtime: AirtimeBlocked}
 	mu.Unlock()
-	if _, body := get(t, base+"/healthz"); body != `{"radio":"down","xmpp":"off","mqtt":"up"}`+"\n" {
+	if _, body := get(t, base+"/healthz"); body != `{"radio":"up","xmpp":"off","mqtt":"up","airtime":"blocked"}`+"\n" {
 		t.Errorf("/healthz body %q", body)
 	}
 
@@ -158,7 +161,7 @@ func TestServerShutdownBounded(t *testing.T) {
 		Health: func() Health {
 			close(entered)
 			<-release
-			return Health{Up, Up, Up}
+			return Health{Up, Up, Up, AirtimeOK}
 		},
 	})
 	if err != nil {

@@ -44,14 +44,15 @@ func Poll(ctx context.Context, timeout time.Duration, cond func() bool) bool {
 // debianPackage names the Debian package that provides each program the
 // integration tests run.
 var debianPackage = map[string]string{
-	"mosquitto":     "mosquitto",
-	"mosquitto_sub": "mosquitto-clients",
-	"mosquitto_pub": "mosquitto-clients",
-	"prosody":       "prosody",
-	"prosodyctl":    "prosody",
-	"ejabberdctl":   "ejabberd",
-	"erl":           "ejabberd",
-	"protoc":        "protobuf-compiler",
+	"mosquitto":        "mosquitto",
+	"mosquitto_passwd": "mosquitto",
+	"mosquitto_sub":    "mosquitto-clients",
+	"mosquitto_pub":    "mosquitto-clients",
+	"prosody":          "prosody",
+	"prosodyctl":       "prosody",
+	"ejabberdctl":      "ejabberd",
+	"erl":              "ejabberd",
+	"protoc":           "protobuf-compiler",
 }
 
 // NeedCommand returns the path of a program the test runs. A missing
