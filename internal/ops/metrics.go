@@ -139,10 +139,6 @@ func (m *Metrics) Family(name, help string, kind Kind, label string, f func() ma
 	m.describe(name, help, kind, Labels{label: "*"})
 }
 
-// Registry is the private registry, for collectors beyond the callbacks
-// above.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
-
 // Handler serves the metrics in the Prometheus exposition formats.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

@@ -197,13 +197,6 @@ func (c *Client) Messages() []Message {
 	return slices.Clone(c.msgs)
 }
 
-// Presences returns the MUC presences received so far.
-func (c *Client) Presences() []Presence {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.pres)
-}
-
 // WaitMessage waits until a received groupchat message (including ones that
 // arrived before the call) satisfies match, and returns the first such
 // message. It fails the test after timeout.
@@ -338,33 +331,6 @@ func (c *Client) join(ctx context.Context, room, nick string, history int) error
 		return fmt.Errorf("join %s: %w", want, err)
 	}
 	return joinErr
-}
-
-// Leave sends unavailable presence to the room and waits for the reflection.
-func (c *Client) Leave(ctx context.Context, room, nick string) error {
-	roomJID, err := jid.Parse(room)
-	if err != nil {
-		return err
-	}
-	occupant, err := roomJID.Bare().WithResource(nick)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	seen := len(c.pres)
-	c.mu.Unlock()
-	p := stanza.Presence{ID: randID("leave"), To: occupant, Type: stanza.UnavailablePresence}
-	if err := c.sess.Send(ctx, p.Wrap(nil)); err != nil {
-		return err
-	}
-	return c.waitCtx(ctx, func() bool {
-		for _, pr := range c.pres[seen:] {
-			if pr.Type == "unavailable" && (pr.Self || pr.From == occupant.String()) {
-				return true
-			}
-		}
-		return false
-	})
 }
 
 // Say sends a groupchat message to room with a random id, also used as the

@@ -40,6 +40,7 @@ func StartProsody(t testing.TB, opts ...Option) *Server {
 
 func newServer(t testing.TB, kind string, opts []Option) *Server {
 	s := &Server{Kind: kind, Domain: "localhost", MUCDomain: "conference.localhost", t: t}
+	s.opts.debug = os.Getenv("XMPPTEST_DEBUG") != ""
 	for _, o := range opts {
 		o(&s.opts)
 	}

@@ -37,9 +37,11 @@ type Option func(*options)
 type account struct{ user, pass string }
 
 type options struct {
-	accounts     []account
-	debug        bool
-	readyTimeout time.Duration
+	accounts []account
+	// debug raises the server's log level, from XMPPTEST_DEBUG=1: useful
+	// when a test fails, noisy otherwise. XMPPTEST_TRACE=1 shows the
+	// clients' raw XML.
+	debug bool
 }
 
 // WithAccount registers user@Domain with the given password before the
@@ -47,15 +49,6 @@ type options struct {
 func WithAccount(user, pass string) Option {
 	return func(o *options) { o.accounts = append(o.accounts, account{user, pass}) }
 }
-
-// WithDebugLog raises the server's log level to debug. Useful when a test
-// fails; noisy otherwise. XMPPTEST_TRACE=1 shows the clients' raw XML.
-func WithDebugLog() Option { return func(o *options) { o.debug = true } }
-
-// WithReadyTimeout bounds how long a (re)start may take until the server
-// answers a stream header. The defaults are 10 s (Prosody) and 30 s
-// (ejabberd).
-func WithReadyTimeout(d time.Duration) Option { return func(o *options) { o.readyTimeout = d } }
 
 // Server is a running (or stopped) XMPP server owned by one test.
 type Server struct {
@@ -448,9 +441,6 @@ func (s *Server) spawn() (*process, error) {
 func (s *Server) stdoutFile() string { return s.Dir + "/" + s.Kind + ".stdout" }
 
 func (s *Server) readyTimeout() time.Duration {
-	if s.opts.readyTimeout > 0 {
-		return s.opts.readyTimeout
-	}
 	if s.Kind == "ejabberd" {
 		return 30 * time.Second
 	}
