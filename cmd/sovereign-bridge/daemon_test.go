@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -362,4 +363,117 @@ func TestExternalBrokerDownAtStart(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("exit: %v\n%s", err, logs)
 	}
+}
+
+// The two sides in two daemons meeting on an external mosquitto: a radio
+// side (no XMPP) and an XMPP side (--device none). Mesh texts reach the
+// room and room messages reach the radio, each once and in order, although
+// in the middle of them the XMPP side is SIGKILLed, then mosquitto is
+// SIGKILLed and restarted, then the XMPP side comes back.
+func TestSplitRolesOverMosquitto(t *testing.T) {
+	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
+	room := "village@" + srv.MUCDomain
+	m := testutil.StartMosquitto(t)
+	ctx := context.Background()
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(ctx, room, "alice"); err != nil {
+		t.Fatal(err)
+	}
+
+	simCfg := meshsim.Demo()
+	simCfg.TrafficInterval, simCfg.TextRule = 0, 50*time.Millisecond
+	radio := meshsim.New(simCfg)
+	simCtx, stopSim := context.WithCancel(ctx)
+	defer stopSim()
+	addr, serve, err := radio.ListenTCP(simCtx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serve()
+
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("bridge-pw\n"), 0o600)
+	start := func(name string, args ...string) (*exec.Cmd, *safeBuffer) {
+		cmd := exec.Command(binary, append([]string{"--mqtt-broker", m.URL, "--state-dir", filepath.Join(dir, name), "--text-interval", "100ms"}, args...)...)
+		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+srv.CAFile)
+		logs := &safeBuffer{}
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+		return cmd, logs
+	}
+	xmppArgs := []string{"--device", "none", "-j", "bridge@" + srv.Domain, "--password-file", pw, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr}
+	xmppSide, xmppLogs := start("xmpp-side", xmppArgs...)
+	alice.WaitPresence(t, 60*time.Second, func(p xmpptest.Presence) bool { return p.Nick == "meshbridge" })
+	_, radioLogs := start("radio-side", "--device", "tcp://"+addr.String())
+	testutil.Eventually(t, 30*time.Second, radio.Ready, "the radio side never reached the radio\n%s", radioLogs)
+
+	const texts, lines = 60, 12
+	for i := range texts {
+		switch i {
+		case texts / 3:
+			// The XMPP side dies; its session on the broker keeps what
+			// the radio side publishes meanwhile.
+			xmppSide.Process.Kill()
+			xmppSide.Wait()
+		case texts / 2:
+			m.Kill()
+			m.Start()
+		case 2 * texts / 3:
+			xmppSide, xmppLogs = start("xmpp-side", xmppArgs...)
+		}
+		text := fmt.Sprintf("mesh text %02d", i)
+		testutil.Eventually(t, 10*time.Second, func() bool { return radio.Inject(radio.TextPacket(0xa1b2c3d4, text)) }, "radio took no packet")
+		if i%(texts/lines) == 0 {
+			if _, err := alice.Say(ctx, room, fmt.Sprintf("room line %02d", i/(texts/lines))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	inRoom := func() []string {
+		var got []string
+		for _, msg := range alice.Messages() {
+			if msg.Nick == "meshbridge" && strings.Contains(msg.Body, "mesh text ") {
+				got = append(got, msg.Body[strings.Index(msg.Body, "mesh text "):])
+			}
+		}
+		return got
+	}
+	onAir := func() []string {
+		var got []string
+		for _, p := range radio.Received() {
+			if b := string(p.GetDecoded().GetPayload()); strings.Contains(b, "room line ") {
+				got = append(got, b[strings.Index(b, "room line "):])
+			}
+		}
+		return got
+	}
+	testutil.Eventually(t, 120*time.Second, func() bool { return len(distinct(inRoom())) == texts && len(distinct(onAir())) == lines },
+		"not everything arrived\nxmpp side:\n%s\nradio side:\n%s", xmppLogs, radioLogs)
+	room1, air := inRoom(), onAir()
+	t.Logf("mesh -> room: %d of %d in the room (%d copies); room -> mesh: %d of %d on air (%d copies)", len(distinct(room1)), texts, len(room1), len(distinct(air)), lines, len(air))
+	for name, got := range map[string][]string{"room": room1, "air": air} {
+		if d := distinct(got); len(d) != len(got) {
+			t.Errorf("%s: %d duplicates", name, len(got)-len(d))
+		}
+		if !slices.IsSorted(got) {
+			t.Errorf("%s: out of order: %q", name, got)
+		}
+	}
+}
+
+func distinct(xs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -25,8 +25,14 @@ import (
 	"github.com/jshiffer/lora-xmpp-bridge/xmppgw"
 )
 
-// DeviceSim selects the built-in simulated radio.
-const DeviceSim = "sim"
+// Device values the daemon understands beyond the radio link's own.
+const (
+	// DeviceSim selects the built-in simulated radio.
+	DeviceSim = "sim"
+	// DeviceNone runs no radio link: the daemon is only the XMPP side,
+	// meeting radio-side daemons on the broker.
+	DeviceNone = "none"
+)
 
 // Config is everything the daemon is told.
 type Config struct {
@@ -98,7 +104,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		}
 	}
 	str(&configFile, []string{"config"}, "", "TOML `file` whose keys are the long flag names; flags override it")
-	str(&c.Device, []string{"device"}, serialgw.DeviceAuto, "radio: auto, a serial `path`, tcp://host[:4403] or sim")
+	str(&c.Device, []string{"device"}, serialgw.DeviceAuto, "radio: auto, a serial `path`, tcp://host[:4403], sim, or none for the XMPP side alone")
 	str(&c.MQTTListen, []string{"mqtt-listen"}, "127.0.0.1:1883", "embedded broker listen `address`, or off")
 	str(&c.MQTTCredentials, []string{"mqtt-credentials"}, "", "embedded broker users `file` (YAML: users: {name: {password: ...}})")
 	fs.IntVar(&c.MQTTMaxConns, "mqtt-max-connections", broker.DefaultMaxConnections, "most sockets the embedded broker keeps open at once; more are refused")
@@ -218,7 +224,10 @@ func defaultStateDir(getenv func(string) string) string {
 
 // Validate checks the configuration without touching the network.
 func (c Config) Validate() error {
-	if c.Device != DeviceSim {
+	if c.Device == DeviceNone && c.JID == "" {
+		return usageErr("--device none runs only the XMPP side: give the bridge's XMPP account with -j, or a radio")
+	}
+	if c.Device != DeviceSim && c.Device != DeviceNone {
 		if _, err := serialgw.ParseDevice(c.Device); err != nil {
 			return usageErr("--device: %w", err)
 		}

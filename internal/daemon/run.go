@@ -127,24 +127,32 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		g.Go(serve)
 		dev = serialgw.Device{Kind: "tcp", Addr: addr.String()}
 		log.Info("simulated radio listening", "addr", addr.String())
-	} else {
+	} else if c.Device != DeviceNone {
 		dev, _ = serialgw.ParseDevice(c.Device) // checked by Validate
 	}
-	gw, err := serialgw.New(serialgw.Config{
-		Device: dev, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: stateDir, Spool: store,
-		TextInterval: c.TextInterval, AirtimeShare: c.AirtimeShare, PublicBroker: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
-	}, b, log)
-	if err != nil {
-		return err
+	var gw *serialgw.Gateway
+	if c.Device != DeviceNone {
+		gw, err = serialgw.New(serialgw.Config{
+			Device: dev, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: stateDir, Spool: store,
+			TextInterval: c.TextInterval, AirtimeShare: c.AirtimeShare, PublicBroker: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
+		}, b, log)
+		if err != nil {
+			return err
+		}
+	} else {
+		log.Info("no radio: only the XMPP side runs, with the radio sides on the broker")
 	}
 
 	metrics := ops.NewMetrics()
 	registerMetrics(metrics, gw, xg)
 	registerSpoolMetrics(metrics, store, c)
 	health := func() ops.Health {
-		h := ops.Health{Radio: ops.StateOf(gw.Up()), XMPP: ops.Off, MQTT: ops.StateOf(brokerUp()), Airtime: ops.AirtimeOK}
-		if blocked, _ := gw.AirtimeBlocked(); blocked {
-			h.Airtime = ops.AirtimeBlocked
+		h := ops.Health{Radio: ops.Off, XMPP: ops.Off, MQTT: ops.StateOf(brokerUp()), Airtime: ops.AirtimeOK}
+		if gw != nil {
+			h.Radio = ops.StateOf(gw.Up())
+			if blocked, _ := gw.AirtimeBlocked(); blocked {
+				h.Airtime = ops.AirtimeBlocked
+			}
 		}
 		if xg != nil {
 			h.XMPP = ops.StateOf(xg.Connected())
@@ -170,13 +178,15 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		case <-ctx.Done():
 		}
 	}
-	g.Go(func() error { return gw.Run(ctx) })
+	if gw != nil {
+		g.Go(func() error { return gw.Run(ctx) })
+	}
 	// systemd: ready once the broker listens and the gateways run; the
 	// watchdog is petted only while every gateway's loop makes progress, so
 	// a wedged loop gets the daemon restarted (an absent radio does not).
 	alive := func() bool {
 		const stall = 30 * time.Second
-		if time.Since(gw.LastProgress()) > stall {
+		if gw != nil && time.Since(gw.LastProgress()) > stall {
 			return false
 		}
 		return xg == nil || time.Since(xg.LastProgress()) <= stall
@@ -197,6 +207,15 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 
 // registerMetrics exposes the gateways' counters.
 func registerMetrics(m *ops.Metrics, gw *serialgw.Gateway, xg *xmppgw.Gateway) {
+	if gw != nil {
+		registerRadioMetrics(m, gw)
+	}
+	if xg != nil {
+		registerXMPPMetrics(m, xg)
+	}
+}
+
+func registerRadioMetrics(m *ops.Metrics, gw *serialgw.Gateway) {
 	st := &gw.Stats
 	m.Counter("radio_frames_in_total", "Frames read from the radio.", nil, st.FramesIn.Load)
 	m.Counter("radio_frames_dropped_total", "Frames dropped, by reason.", ops.Labels{"reason": "undecodable"}, st.FramesRejected.Load)
@@ -218,9 +237,9 @@ func registerMetrics(m *ops.Metrics, gw *serialgw.Gateway, xg *xmppgw.Gateway) {
 	m.Counter("mqtt_proxy_dropped_total", "Client proxy messages not passed to the radio, by reason.", ops.Labels{"reason": "oversize"}, st.ProxyOversize.Load)
 	m.Counter("mqtt_proxy_dropped_total", "Client proxy messages not passed to the radio, by reason.", ops.Labels{"reason": "queue_full"}, st.ProxyQueueFull.Load)
 	m.Family("mesh_naks_total", "Sends refused, by reason (from the radio, the mesh or the bridge).", ops.Counter, "reason", gw.NAKs)
-	if xg == nil {
-		return
-	}
+}
+
+func registerXMPPMetrics(m *ops.Metrics, xg *xmppgw.Gateway) {
 	xs := &xg.Stats
 	m.Counter("muc_messages_in_total", "Room messages sent on to the mesh.", nil, xs.RoomToMesh.Load)
 	m.Counter("muc_messages_out_total", "Mesh texts posted to rooms.", nil, xs.MeshToRoom.Load)
