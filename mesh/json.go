@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
 // JSON "type" values of the uplink form.
@@ -370,11 +371,6 @@ func marshalJSON(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// MaxDownlinkText is the most UTF-8 bytes of text a JSON downlink may carry:
-// the firmware's own text-entry limit, comfortably under the 233-byte payload
-// limit.
-const MaxDownlinkText = 200
-
 // Downlink "type" values.
 const (
 	DownlinkSendText     = "sendtext"
@@ -513,9 +509,9 @@ func textData(pv any) (*meshpb.Data, error) {
 	}
 	switch {
 	case s == "":
-		return nil, fmt.Errorf(`json downlink: "payload" text is empty; expected 1 to %d bytes of text`, MaxDownlinkText)
-	case len(s) > MaxDownlinkText:
-		return nil, fmt.Errorf(`json downlink: "payload" text is %d bytes; at most %d bytes (UTF-8) fit, split longer messages`, len(s), MaxDownlinkText)
+		return nil, fmt.Errorf(`json downlink: "payload" text is empty; expected 1 to %d bytes of text`, topics.MaxTextBytes)
+	case len(s) > topics.MaxTextBytes:
+		return nil, fmt.Errorf(`json downlink: "payload" text is %d bytes; at most %d bytes (UTF-8) fit, split longer messages`, len(s), topics.MaxTextBytes)
 	case !utf8.ValidString(s):
 		return nil, errors.New(`json downlink: "payload" text is not valid UTF-8`)
 	}

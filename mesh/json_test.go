@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -514,7 +515,7 @@ func FuzzParseDownlink(f *testing.F) {
 		switch dl.Type {
 		case DownlinkSendText:
 			pl := dl.Data.GetPayload()
-			if dl.Data.GetPortnum() != meshpb.PortNum_TEXT_MESSAGE_APP || len(pl) == 0 || len(pl) > MaxDownlinkText || !utf8.Valid(pl) {
+			if dl.Data.GetPortnum() != meshpb.PortNum_TEXT_MESSAGE_APP || len(pl) == 0 || len(pl) > topics.MaxTextBytes || !utf8.Valid(pl) {
 				t.Fatalf("bad text Data %v", dl.Data)
 			}
 			b, err := proto.Marshal(dl.Data)

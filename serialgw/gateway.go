@@ -28,7 +28,9 @@ import (
 type Bus interface {
 	Publish(topic string, payload []byte, retain bool) error
 	// Subscribe registers h for filter. h may run on the publisher's
-	// goroutine, so it must not block.
+	// goroutine: the radio link's handlers only copy the message and hand
+	// it to the radio link's own loop, or refuse it when that loop is far
+	// behind (see handOver).
 	Subscribe(filter string, h func(topic string, payload []byte)) (unsubscribe func(), err error)
 }
 
@@ -117,6 +119,7 @@ type Gateway struct {
 	nodes *nodeDB
 
 	proxyOut chan *meshpb.MqttClientProxyMessage // broker -> radio in client proxy mode
+	inbox    chan inbound                        // broker -> intake: send requests and JSON downlinks
 
 	naks           sync.Map    // Routing error name -> *atomic.Uint64
 	up             atomic.Bool // a session has completed its handshake
@@ -137,7 +140,7 @@ type Gateway struct {
 	root            string
 	unsubs          []func() // subscriptions that depend on the radio's config
 	upSince         time.Time
-	status          statusRecord // as last published, without the airtime state
+	status          topics.StatusRecord // as last published, without the airtime state
 	airBlockedSince time.Time
 }
 
@@ -159,6 +162,9 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		tx: newTxQueue(cfg.QueueLimit), pace: newPacer(cfg.TextInterval),
 		seen: newDedupe(4096, 2*time.Hour), nodes: nodes,
 		proxyOut: make(chan *meshpb.MqttClientProxyMessage, 64),
+		// As many as the transmit queue holds: a burst the queue would take
+		// is not refused at the door.
+		inbox: make(chan inbound, cfg.QueueLimit),
 	}, nil
 }
 
@@ -167,22 +173,36 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := g.restore(); err != nil {
 		return err
 	}
-	unsub, err := g.bus.Subscribe(topics.MeshTX, g.onMeshTX)
-	if err != nil {
-		return err
+	stopIntake := g.startIntake()
+	var unsubs []func()
+	stopListening := func() {
+		for _, u := range unsubs {
+			u()
+		}
+		// What was handed over before the subscriptions ended is still
+		// taken in: it was published to us.
+		stopIntake()
 	}
-	defer unsub()
+	type sub struct {
+		filter string
+		h      func(string, []byte)
+	}
+	subs := []sub{{topics.MeshTX, g.handOver(g.onMeshTX, g.refuseMeshTX)}}
 	for _, f := range g.downlinkFilters() {
-		unsub, err := g.bus.Subscribe(f, g.onJSONDownlink)
+		subs = append(subs, sub{f, g.handOver(g.onJSONDownlink, g.refuseDownlink)})
+	}
+	for _, s := range subs {
+		unsub, err := g.bus.Subscribe(s.filter, s.h)
 		if err != nil {
+			stopListening()
 			return err
 		}
-		defer unsub()
+		unsubs = append(unsubs, unsub)
 	}
 	for _, n := range g.nodes.all() {
 		g.publishNode(n)
 	}
-	g.publishStatus("connecting", "")
+	g.publishStatus(topics.LinkConnecting, "")
 
 	saveDone := make(chan struct{})
 	saveCtx, stopSave := context.WithCancel(ctx)
@@ -190,12 +210,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer func() {
 		stopSave()
 		<-saveDone
+		stopListening()
 		if n := g.tx.len(); n > 0 {
 			g.log.Warn("stopping with packets still queued for the radio; they are not sent", "queued", n)
 		}
 		g.dropRadioSubscriptions()
 		g.airBlocked.Store(false)
-		g.publishStatus("offline", "")
+		g.publishStatus(topics.LinkOffline, "")
 		if err := g.nodes.save(); err != nil {
 			g.log.Error("saving node database", "err", err)
 		}
@@ -216,7 +237,7 @@ func (g *Gateway) connect(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		g.publishStatus("disconnected", err.Error())
+		g.publishStatus(topics.LinkDisconnected, err.Error())
 		return err
 	}
 	g.log.Info("radio port open", "device", name)
@@ -229,7 +250,7 @@ func (g *Gateway) connect(ctx context.Context) error {
 	// With the radio away the link, not airtime, is what holds packets.
 	g.airBlocked.Store(false)
 	g.airNext.Store(0)
-	g.publishStatus("disconnected", err.Error())
+	g.publishStatus(topics.LinkDisconnected, err.Error())
 	return fmt.Errorf("link to %s lost: %w", name, err)
 }
 
@@ -257,6 +278,10 @@ func (g *Gateway) saveLoop(ctx context.Context) {
 		}
 	}
 }
+
+// SpoolQueues names the spool queues the radio link keeps what waits for
+// the mesh in, by the label the daemon's metrics give each.
+func (g *Gateway) SpoolQueues() map[string]string { return map[string]string{"radio": txQueueName} }
 
 // QueueLen is the number of packets waiting for the radio.
 func (g *Gateway) QueueLen() int { return g.tx.len() }
@@ -308,7 +333,7 @@ func (g *Gateway) onHandshake(r *radioState) {
 	g.publishJSON(topics.BridgeRadio, r.info(root), true)
 	g.earlyLogged.Store(false)
 	g.up.Store(true)
-	g.publishStatus("online", "")
+	g.publishStatus(topics.LinkOnline, "")
 	g.log.Info("radio ready", "node", r.gatewayID(), "name", r.self.GetLongName(), "firmware", r.firmware,
 		"region", r.region(), "preset", r.presetName(), "root", root, "client_proxy", r.proxyActive(), "queued", g.tx.len())
 }
@@ -323,22 +348,9 @@ func (g *Gateway) dropRadioSubscriptions() {
 	}
 }
 
-type statusRecord struct {
-	State  string `json:"state"`
-	Device string `json:"device"`
-	Since  string `json:"since"` // when State began
-	Error  string `json:"error,omitempty"`
-	Node   string `json:"node,omitempty"`
-	// AirtimeBlocked says that packets for the mesh wait because the
-	// bridge's airtime share is spent for now. The fields are left out
-	// otherwise, so the record reads as it did before they existed.
-	AirtimeBlocked      bool   `json:"airtime_blocked,omitempty"`
-	AirtimeBlockedSince string `json:"airtime_blocked_since,omitempty"`
-}
-
-func (g *Gateway) publishStatus(state, errText string) {
+func (g *Gateway) publishStatus(state topics.LinkState, errText string) {
 	g.mu.Lock()
-	g.status = statusRecord{State: state, Device: g.cfg.Device.String(), Since: time.Now().UTC().Format(time.RFC3339), Error: errText}
+	g.status = topics.StatusRecord{State: state, Device: g.cfg.Device.String(), Since: time.Now().UTC().Format(time.RFC3339), Error: errText}
 	if g.radio != nil {
 		g.status.Node = g.radio.gatewayID()
 	}
@@ -393,7 +405,7 @@ func (g *Gateway) AirtimeBlocked() (bool, time.Duration) {
 	return true, max(0, time.Until(time.Unix(0, g.airNext.Load())))
 }
 
-func (g *Gateway) publishNode(n NodeRecord) {
+func (g *Gateway) publishNode(n topics.NodeRecord) {
 	g.publishJSON(topics.Node(n.ID), n, true)
 }
 
@@ -415,8 +427,8 @@ func (g *Gateway) publish(topic string, b []byte, retain bool) {
 // validate checks that the radio may send a request's packet.
 func validate(r *request) error {
 	d := r.data
-	if d.GetPortnum() == meshpb.PortNum_TEXT_MESSAGE_APP && len(d.GetPayload()) > MaxTextBytes {
-		return fmt.Errorf("%w: text of %d bytes; at most %d fit in one packet (split it before sending)", errTooLarge, len(d.GetPayload()), MaxTextBytes)
+	if d.GetPortnum() == meshpb.PortNum_TEXT_MESSAGE_APP && len(d.GetPayload()) > topics.MaxTextBytes {
+		return fmt.Errorf("%w: text of %d bytes; at most %d fit in one packet (split it before sending)", errTooLarge, len(d.GetPayload()), topics.MaxTextBytes)
 	}
 	if len(d.GetPayload()) > maxPayload {
 		return fmt.Errorf("%w: payload of %d bytes; at most %d", errTooLarge, len(d.GetPayload()), maxPayload)
@@ -464,21 +476,99 @@ var (
 	errStorage  = errors.New("cannot store it")
 )
 
-// onMeshTX takes a send request from another gateway. It runs on the
-// publisher's goroutine: validate, queue, return.
-func (g *Gateway) onMeshTX(_ string, payload []byte) {
-	var env meshpb.ServiceEnvelope
-	if err := proto.Unmarshal(payload, &env); err != nil || env.GetPacket().GetDecoded() == nil {
-		g.Stats.DownlinkRejected.Add(1)
-		g.log.Warn("ignoring malformed send request", "topic", topics.MeshTX, "err", err)
+// inbound is a message from the broker on its way to the intake loop.
+type inbound struct {
+	handle  func(topic string, payload []byte)
+	topic   string
+	payload []byte // a copy: the broker's is not kept after its handler returns
+}
+
+// handOver makes the broker handler of a subscription: it copies the
+// message and hands it to the intake loop, so that the publisher's
+// goroutine (the XMPP gateway's loop, or the broker's) never waits for
+// the spool. When the intake is a whole queue's worth behind, the request
+// is refused as a full queue refuses it, by refuse, and its sender told.
+func (g *Gateway) handOver(handle, refuse func(topic string, payload []byte)) func(string, []byte) {
+	return func(topic string, payload []byte) {
+		m := inbound{handle: handle, topic: topic, payload: bytes.Clone(payload)}
+		select {
+		case g.inbox <- m:
+		default:
+			refuse(m.topic, m.payload)
+		}
+	}
+}
+
+// startIntake starts the intake loop, which takes in what the broker
+// handed over, in order: decoding, validating and keeping each request
+// in the spool. The function it returns stops the loop once it has taken
+// in what is still waiting.
+func (g *Gateway) startIntake() (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case m := <-g.inbox:
+				m.handle(m.topic, m.payload)
+			case <-quit:
+				for {
+					select {
+					case m := <-g.inbox:
+						m.handle(m.topic, m.payload)
+					default:
+						return
+					}
+				}
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// errBehind refuses what arrives while the intake is a queue's worth behind.
+var errBehind = fmt.Errorf("%w: requests arrive faster than they can be kept", errQueueFull)
+
+// refuseMeshTX answers a send request the intake has no room for.
+func (g *Gateway) refuseMeshTX(_ string, payload []byte) {
+	req, err := topics.ParseSendRequest(payload)
+	if err != nil {
+		g.malformedRequest(err)
 		return
 	}
-	p := env.GetPacket()
-	r := &request{id: p.GetId(), origin: env.GetGatewayId(), to: p.GetTo(), channel: p.GetChannel(), data: p.GetDecoded()}
+	g.refuse(&request{id: req.ID, origin: req.Origin, channel: req.ChannelIndex}, refusal(errBehind), errBehind)
+}
+
+// refuseDownlink answers a JSON downlink the intake has no room for.
+func (g *Gateway) refuseDownlink(topic string, _ []byte) {
+	t, err := topics.Parse(topic)
+	if err != nil || !t.IsJSONDownlink() {
+		return
+	}
+	if radio, root := g.currentRadio(); radio != nil && t.Root != root {
+		return // another root's downlink, which would have been ignored anyway
+	}
+	g.rejectDownlink(&request{origin: topics.OriginJSONDownlink, id: g.ids.next(), root: t.Root}, errBehind)
+}
+
+func (g *Gateway) malformedRequest(err error) {
+	g.Stats.DownlinkRejected.Add(1)
+	g.log.Warn("ignoring malformed send request", "topic", topics.MeshTX, "err", err)
+}
+
+// onMeshTX takes in a send request from another gateway: validate, keep,
+// queue.
+func (g *Gateway) onMeshTX(_ string, payload []byte) {
+	req, err := topics.ParseSendRequest(payload)
+	if err != nil {
+		g.malformedRequest(err)
+		return
+	}
+	r := &request{id: req.ID, origin: req.Origin, to: req.To, channel: req.ChannelIndex, data: req.Data}
 	if r.to == 0 {
 		r.to = mesh.Broadcast
 	}
-	if name := env.GetChannelId(); name != "" {
+	if name := req.Channel; name != "" {
 		// Before the first handshake the channel names are unknown: the
 		// name is resolved when the packet goes out.
 		if radio, _ := g.currentRadio(); radio == nil {
@@ -539,29 +629,17 @@ func (g *Gateway) publishResult(r *request, reason meshpb.Routing_Error) {
 	if reason != meshpb.Routing_NONE {
 		g.countNAK(reason)
 	}
-	routing, _ := proto.Marshal(&meshpb.Routing{Variant: &meshpb.Routing_ErrorReason{ErrorReason: reason}})
-	var from uint32
+	res := topics.Result{Origin: r.origin, RequestID: r.id, Reason: reason, Channel: r.channel}
 	if radio, _ := g.currentRadio(); radio != nil {
-		from = radio.myNum
+		res.Radio = radio.myNum
 	}
-	env := &meshpb.ServiceEnvelope{
-		GatewayId: r.origin,
-		Packet: &meshpb.MeshPacket{
-			From: from, To: from, Channel: r.channel,
-			PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
-				Portnum: meshpb.PortNum_ROUTING_APP, Payload: routing, RequestId: r.id,
-			}},
-		},
-	}
-	b, err := proto.Marshal(env)
+	b, err := res.Marshal()
 	if err != nil {
+		g.log.Error("encode", "topic", topics.MeshResult, "err", err)
 		return
 	}
 	g.publish(topics.MeshResult, b, false)
 }
-
-// downlinkOrigin names the JSON downlink as the origin of its requests.
-const downlinkOrigin = "mqtt-json"
 
 // downlinkFilters are the subscriptions for the JSON downlink. With the
 // root taken from the radio's region, it is unknown until the first
@@ -578,7 +656,7 @@ func (g *Gateway) downlinkFilters() []string {
 	}
 }
 
-// onJSONDownlink takes the firmware's JSON downlink (sendtext, sendposition).
+// onJSONDownlink takes in the firmware's JSON downlink (sendtext, sendposition).
 // Before the first handshake the radio's node number and root are unknown:
 // the message is queued as it is, and parsed when it goes out.
 func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
@@ -588,7 +666,7 @@ func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
 	}
 	radio, root := g.currentRadio()
 	if radio == nil {
-		r := &request{origin: downlinkOrigin, id: g.ids.next(), downlink: bytes.Clone(payload), root: t.Root}
+		r := &request{origin: topics.OriginJSONDownlink, id: g.ids.next(), downlink: payload, root: t.Root}
 		if err := g.enqueue(r); err != nil {
 			g.rejectDownlink(r, err)
 			return
@@ -609,7 +687,7 @@ func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
 		g.log.Warn("ignoring JSON downlink", "topic", topic, "err", err)
 		return
 	}
-	r := &request{origin: downlinkOrigin, id: g.ids.next(), to: dl.To, channel: dl.Channel, data: dl.Data}
+	r := &request{origin: topics.OriginJSONDownlink, id: g.ids.next(), to: dl.To, channel: dl.Channel, data: dl.Data}
 	if err := g.enqueue(r); err != nil {
 		g.rejectDownlink(r, err)
 	}

@@ -9,33 +9,22 @@ import (
 
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
-// NodeRecord is what the bridge knows of a mesh node. It is published
-// retained on topics.Node(id) and kept in the state directory, so names are
-// known before the radio has finished its handshake.
-type NodeRecord struct {
-	ID        string `json:"id"`
-	Num       uint32 `json:"num"`
-	LongName  string `json:"long_name,omitempty"`
-	ShortName string `json:"short_name,omitempty"`
-	HWModel   string `json:"hw_model,omitempty"`
-	Role      string `json:"role,omitempty"`
-	LastHeard uint32 `json:"last_heard,omitempty"`
-}
-
-// nodeDB holds node records and writes them to a file in the state directory.
+// nodeDB holds node records and writes them to a file in the state
+// directory, in the form they are published in.
 type nodeDB struct {
 	mu    sync.Mutex
 	path  string
-	nodes map[uint32]NodeRecord
+	nodes map[uint32]topics.NodeRecord
 	dirty bool
 }
 
 const nodesFile = "nodes.json"
 
 func openNodeDB(stateDir string) (*nodeDB, error) {
-	db := &nodeDB{nodes: map[uint32]NodeRecord{}}
+	db := &nodeDB{nodes: map[uint32]topics.NodeRecord{}}
 	if stateDir == "" {
 		return db, nil
 	}
@@ -47,7 +36,7 @@ func openNodeDB(stateDir string) (*nodeDB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node database: %w", err)
 	}
-	var list []NodeRecord
+	var list []topics.NodeRecord
 	if err := json.Unmarshal(b, &list); err != nil {
 		// A damaged cache is not worth refusing to start for: the radio
 		// sends its whole node database at every handshake.
@@ -60,7 +49,7 @@ func openNodeDB(stateDir string) (*nodeDB, error) {
 }
 
 // updateUser records a node's User and reports whether anything changed.
-func (db *nodeDB) updateUser(num uint32, u *meshpb.User, lastHeard uint32) (NodeRecord, bool) {
+func (db *nodeDB) updateUser(num uint32, u *meshpb.User, lastHeard uint32) (topics.NodeRecord, bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	old := db.nodes[num]
@@ -84,17 +73,17 @@ func (db *nodeDB) updateUser(num uint32, u *meshpb.User, lastHeard uint32) (Node
 	return rec, rec2 != old2
 }
 
-func (db *nodeDB) all() []NodeRecord {
+func (db *nodeDB) all() []topics.NodeRecord {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	out := make([]NodeRecord, 0, len(db.nodes))
+	out := make([]topics.NodeRecord, 0, len(db.nodes))
 	for _, n := range db.nodes {
 		out = append(out, n)
 	}
 	return out
 }
 
-func (db *nodeDB) get(num uint32) (NodeRecord, bool) {
+func (db *nodeDB) get(num uint32) (topics.NodeRecord, bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	n, ok := db.nodes[num]
@@ -108,7 +97,7 @@ func (db *nodeDB) save() error {
 		db.mu.Unlock()
 		return nil
 	}
-	list := make([]NodeRecord, 0, len(db.nodes))
+	list := make([]topics.NodeRecord, 0, len(db.nodes))
 	for _, n := range db.nodes {
 		list = append(list, n)
 	}

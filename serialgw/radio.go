@@ -6,6 +6,7 @@ import (
 
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
 // radioState is what the handshake taught us about the radio.
@@ -90,33 +91,9 @@ func (r *radioState) proxyActive() bool {
 	return r.mqtt.GetEnabled() && r.mqtt.GetProxyToClientEnabled()
 }
 
-// radioInfo is the retained bridge-level record of the radio.
-type radioInfo struct {
-	ID          string        `json:"id"`
-	Num         uint32        `json:"num"`
-	LongName    string        `json:"long_name,omitempty"`
-	ShortName   string        `json:"short_name,omitempty"`
-	Firmware    string        `json:"firmware_version,omitempty"`
-	HWModel     string        `json:"hw_model,omitempty"`
-	Region      string        `json:"region,omitempty"`
-	Preset      string        `json:"modem_preset,omitempty"`
-	HopLimit    uint32        `json:"hop_limit"`
-	RebootCount uint32        `json:"reboot_count"`
-	Root        string        `json:"mqtt_root"`
-	Proxy       bool          `json:"mqtt_client_proxy"`
-	Channels    []channelInfo `json:"channels"`
-}
-
-type channelInfo struct {
-	Index    uint32 `json:"index"`
-	Name     string `json:"name"`
-	Role     string `json:"role"`
-	Uplink   bool   `json:"uplink_enabled"`
-	Downlink bool   `json:"downlink_enabled"`
-}
-
-func (r *radioState) info(root string) radioInfo {
-	in := radioInfo{
+// info is the radio's retained record.
+func (r *radioState) info(root string) topics.RadioRecord {
+	in := topics.RadioRecord{
 		ID: r.gatewayID(), Num: r.myNum, LongName: r.self.GetLongName(), ShortName: r.self.GetShortName(),
 		Firmware: r.firmware, HWModel: r.hwModel.String(), Region: r.region(), Preset: r.lora.GetModemPreset().String(),
 		HopLimit: r.hopLimit(), RebootCount: r.rebootCount, Root: root, Proxy: r.proxyActive(),
@@ -126,7 +103,7 @@ func (r *radioState) info(root string) radioInfo {
 		if !ok {
 			continue
 		}
-		in.Channels = append(in.Channels, channelInfo{
+		in.Channels = append(in.Channels, topics.ChannelRecord{
 			Index: uint32(i), Name: name, Role: c.GetRole().String(),
 			Uplink: c.GetSettings().GetUplinkEnabled(), Downlink: c.GetSettings().GetDownlinkEnabled(),
 		})

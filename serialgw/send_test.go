@@ -299,9 +299,8 @@ func TestSpoolAcrossRestart(t *testing.T) {
 	if err := b.Publish("msh/EU_868/2/json/mqtt/", []byte(`{"type":"sendtext","payload":"queued 4"}`), false); err != nil {
 		t.Fatal(err)
 	}
-	if n := gw.QueueLen(); n != 4 {
-		t.Fatalf("%d packets queued, want 4", n)
-	}
+	// Requests are taken in off the publisher's goroutine.
+	testutil.Eventually(t, wait, func() bool { return gw.QueueLen() == 4 }, "%d packets queued, want 4", gw.QueueLen())
 	stop()
 
 	radio.IgnoreConfigRequests(0)

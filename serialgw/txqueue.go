@@ -10,11 +10,6 @@ import (
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 )
 
-// MaxTextBytes is the longest text the radio link sends in one packet. The
-// firmware allows 233 bytes of payload; 200 leaves room for signatures and
-// PKI overhead on newer firmware. Splitting longer texts is the sender's job.
-const MaxTextBytes = 200
-
 // maxPayload is the firmware's Data.payload limit.
 const maxPayload = 233
 

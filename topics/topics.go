@@ -1,16 +1,26 @@
-// Package topics builds and parses every MQTT topic the bridge uses.
+// Package topics is the contract between the two gateways that meet on the
+// MQTT broker, and with the local tools that read it: every topic the
+// bridge uses and every payload that crosses the broker is defined here,
+// once, and both gateways use these definitions rather than their own.
 //
 // Two families live on the broker:
 //
 //   - Meshtastic-compatible topics under a root such as "msh/EU_868", laid out
 //     exactly as the firmware's MQTT module lays them out, so existing
-//     Meshtastic MQTT consumers understand them:
+//     Meshtastic MQTT consumers understand them; they are for local tools,
+//     which may write only the JSON downlink:
 //     <root>/2/e/<channel>/<gateway>     ServiceEnvelope (protobuf)
 //     <root>/2/json/<channel>/<gateway>  firmware 2.7 JSON
 //     <root>/2/json/mqtt/                JSON downlink (sendtext, sendposition)
 //     <root>/2/map/                      map reports
-//   - Bridge topics under "sovereign/", through which the gateways of this
-//     daemon meet, and which local tools may read too.
+//   - The bridge's own topics under "sovereign/", through which the
+//     gateways of this daemon meet. Only the bridge writes them; local
+//     tools may read them. Their payloads are the types of this package:
+//     SendRequest and Result (protobuf), NodeRecord, RadioRecord and
+//     StatusRecord (JSON), and MaxTextBytes bounds a text.
+//
+// JSON field names and topic strings do not change: local tools rely on
+// them.
 //
 // The package is pure: no I/O, no state.
 package topics
@@ -124,30 +134,34 @@ func Parse(topic string) (Topic, error) {
 	return Topic{}, fmt.Errorf("%w: %q", ErrNotMeshtastic, topic)
 }
 
-// Bridge topics. Payloads: ServiceEnvelope protobufs on the mesh topics,
-// JSON on the state topics.
+// Bridge topics: written only by the bridge (the broker refuses them to
+// network clients unless a write rule names them).
 const (
 	bridgeRoot = "sovereign"
 
 	// MeshRX carries every packet heard by the radio as a decoded
 	// ServiceEnvelope (channel_id = channel name, gateway_id = the radio).
 	MeshRX = bridgeRoot + "/mesh/rx"
-	// MeshTX carries packets to send on the mesh as decoded ServiceEnvelopes
-	// whose gateway_id names the origin (e.g. "xmpp") and whose packet id is
-	// the origin's request id.
+	// MeshTX carries packets to send on the mesh: SendRequest, a decoded
+	// ServiceEnvelope whose gateway_id names the origin (OriginXMPP) and
+	// whose packet id is the origin's request id. The outcome comes back
+	// on MeshResult.
 	MeshTX = bridgeRoot + "/mesh/tx"
-	// MeshResult carries the outcome of each MeshTX request: a decoded
-	// ROUTING_APP packet whose request_id is the request's id, gateway_id
-	// copied from the request.
+	// MeshResult carries the outcome of each MeshTX request (and of each
+	// JSON downlink, under OriginJSONDownlink): Result, a decoded
+	// ROUTING_APP packet whose request_id is the request's id and whose
+	// gateway_id is copied from the request. A request refused before it
+	// was queued (too large, the queue full, no such channel, the spool
+	// failing) gets exactly one, with the reason.
 	MeshResult = bridgeRoot + "/mesh/result"
-	// BridgeStatus is retained JSON: the radio link's state.
+	// BridgeStatus is retained JSON: StatusRecord, the radio link's state.
 	BridgeStatus = bridgeRoot + "/bridge/status"
-	// BridgeRadio is retained JSON: the radio's own node, firmware, region,
-	// preset and channels.
+	// BridgeRadio is retained JSON: RadioRecord, the radio's own node,
+	// firmware, region, preset and channels.
 	BridgeRadio = bridgeRoot + "/bridge/radio"
 
 	nodesPrefix = bridgeRoot + "/mesh/nodes/"
-	// NodesFilter matches every retained node record.
+	// NodesFilter matches every retained node record (NodeRecord).
 	NodesFilter = nodesPrefix + "+"
 )
 

@@ -1,6 +1,7 @@
 package xmppgw
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,12 +26,11 @@ import (
 type Bus interface {
 	Publish(topic string, payload []byte, retain bool) error
 	// Subscribe registers h for filter. h may run on the publisher's
-	// goroutine, so it must not block.
+	// goroutine: the gateway's handlers only copy the message and hand it
+	// to the gateway's own loop, waiting only when that loop is far
+	// behind (see inboxSize).
 	Subscribe(filter string, h func(topic string, payload []byte)) (unsubscribe func(), err error)
 }
-
-// origin names this gateway in send requests it puts on the broker.
-const origin = "xmpp"
 
 // Stats are the XMPP gateway's counters.
 type Stats struct {
@@ -50,15 +50,18 @@ type Gateway struct {
 	// drains. Bounded like a spool queue.
 	overflow []outbound
 	notices  chan notice // the bridge's own words to a room
+	inbox    chan inbound
 
-	connected  atomic.Bool
-	lastTick   atomic.Int64  // unix nanos of the last pass of the session loop
-	subscribed chan struct{} // closed once Run listens on the broker
+	connected    atomic.Bool
+	lastTick     atomic.Int64  // unix nanos of the last pass of the session loop
+	subscribed   chan struct{} // closed once Run listens on the broker
+	stopped      chan struct{} // closed once Run no longer takes anything in
+	behindLogged atomic.Int64  // unix nanos: when a full inbox was last logged
 
 	mu            sync.Mutex
-	nodes         map[string]nodeRecord
-	radioID       string
-	radioUp       bool
+	nodes         map[string]topics.NodeRecord
+	radio         topics.RadioRecord       // as last published
+	status        topics.StatusRecord      // the radio link's, as last published
 	airBlocked    bool                     // the radio link holds packets back for airtime
 	requests      map[uint32]requestInfo   // send requests awaiting an outcome
 	refused       map[string]*refusalBatch // by room: refusals not yet told
@@ -96,11 +99,21 @@ type requestInfo struct {
 	asked time.Time
 }
 
-type nodeRecord struct {
-	ID        string `json:"id"`
-	LongName  string `json:"long_name"`
-	ShortName string `json:"short_name"`
+// inbound is a message from the broker on its way to the intake loop.
+type inbound struct {
+	handle  func(topic string, payload []byte)
+	topic   string
+	payload []byte // a copy: the broker's is not kept after its handler returns
 }
+
+// inboxSize bounds what the broker has handed over and the intake loop
+// not yet taken in. Everything the radio hears comes this way (a LoRa
+// mesh: a few packets a second at most), and after each handshake the
+// radio's node database (a few hundred records); taking one in costs at
+// most one spool write. When it is full the handler waits, and with it
+// the publisher (the radio link's loop): a mesh text is never dropped for
+// want of room, only delayed.
+const inboxSize = 4096
 
 // New builds the XMPP gateway; Run starts it.
 func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
@@ -110,8 +123,9 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 	}
 	return &Gateway{
 		cfg: cfg, bus: bus, log: log.With("component", "xmpp"),
-		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64), subscribed: make(chan struct{}),
-		nodes: map[string]nodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
+		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64), inbox: make(chan inbound, inboxSize),
+		subscribed: make(chan struct{}), stopped: make(chan struct{}),
+		nodes: map[string]topics.NodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
 		toldRadioDown: map[string]bool{}, refused: map[string]*refusalBatch{},
 	}, nil
 }
@@ -122,11 +136,18 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 // refuses the credentials, since retrying cannot help; every other failure
 // is retried with capped backoff.
 func (g *Gateway) Run(ctx context.Context) error {
+	stopIntake := g.startIntake()
 	rooms, unsubscribe, err := g.attach()
 	if err != nil {
+		stopIntake()
 		return err
 	}
-	defer unsubscribe()
+	defer func() {
+		unsubscribe()
+		// What was handed over before the subscriptions ended is still
+		// taken in, so it is on disk for the next start.
+		stopIntake()
+	}()
 	close(g.subscribed)
 	defer func() {
 		g.mu.Lock()
@@ -187,7 +208,7 @@ func (g *Gateway) attach() (rooms []*room, unsubscribe func(), err error) {
 		{topics.BridgeRadio, g.onRadio},
 		{topics.BridgeStatus, g.onStatus},
 	} {
-		unsub, err := g.bus.Subscribe(s.filter, s.h)
+		unsub, err := g.bus.Subscribe(s.filter, g.handOver(s.h))
 		if err != nil {
 			unsubscribe()
 			return nil, nil, fmt.Errorf("subscribe to %s: %w", s.filter, err)
@@ -195,6 +216,70 @@ func (g *Gateway) attach() (rooms []*room, unsubscribe func(), err error) {
 		unsubs = append(unsubs, unsub)
 	}
 	return rooms, unsubscribe, nil
+}
+
+// handOver makes the broker handler of a subscription: it copies the
+// message and hands it to the intake loop, so that the publisher's
+// goroutine (the radio link's loop, or the broker's) never waits for the
+// spool. One inbox for every topic keeps the order in which they were
+// published: a node's name arrives before its next text.
+func (g *Gateway) handOver(handle func(string, []byte)) func(string, []byte) {
+	return func(topic string, payload []byte) {
+		m := inbound{handle: handle, topic: topic, payload: bytes.Clone(payload)}
+		select {
+		case g.inbox <- m:
+			return
+		default:
+		}
+		if now := time.Now().UnixNano(); now-g.behindLogged.Swap(now) >= int64(time.Minute) {
+			g.log.Warn("taking in what the mesh sends is behind (a slow disk?); the radio link waits for it", "waiting", len(g.inbox))
+		}
+		select {
+		case g.inbox <- m:
+		case <-g.stopped:
+		}
+	}
+}
+
+// startIntake starts the intake loop, which takes in what the broker
+// handed over, in order: decoding it, and keeping mesh texts in the spool
+// before they are queued for the session. The function it returns stops
+// the loop once it has taken in what is still waiting.
+func (g *Gateway) startIntake() (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case m := <-g.inbox:
+				m.handle(m.topic, m.payload)
+			case <-quit:
+				for {
+					select {
+					case m := <-g.inbox:
+						m.handle(m.topic, m.payload)
+					default:
+						return
+					}
+				}
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+		close(g.stopped)
+	}
+}
+
+// SpoolQueues names the spool queues the gateway keeps what waits for a
+// room in, by the label the daemon's metrics give each.
+func (g *Gateway) SpoolQueues() map[string]string {
+	q := make(map[string]string, len(g.cfg.Rooms))
+	for _, r := range g.cfg.Rooms {
+		q["room:"+r.JID.String()] = outQueue(r.JID.String())
+	}
+	return q
 }
 
 func (g *Gateway) tick() { g.lastTick.Store(time.Now().UnixNano()) }
@@ -213,8 +298,8 @@ func (g *Gateway) Mechanism() string {
 	return g.mechanism
 }
 
-// onMeshRX takes a packet heard on the mesh. It runs on the publisher's
-// goroutine: decide, queue, return.
+// onMeshRX takes in a packet heard on the mesh: decide, keep on disk,
+// queue for the session.
 func (g *Gateway) onMeshRX(_ string, payload []byte) {
 	var env meshpb.ServiceEnvelope
 	if proto.Unmarshal(payload, &env) != nil {
@@ -226,7 +311,7 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 		return
 	}
 	g.mu.Lock()
-	radioID := g.radioID
+	radioID := g.radio.ID
 	g.mu.Unlock()
 	if radioID == "" {
 		radioID = env.GetGatewayId()
@@ -323,7 +408,7 @@ func (g *Gateway) format(from, channel, text string) string {
 }
 
 func (g *Gateway) onNode(_ string, payload []byte) {
-	var n nodeRecord
+	var n topics.NodeRecord
 	if json.Unmarshal(payload, &n) != nil || n.ID == "" {
 		return
 	}
@@ -333,12 +418,10 @@ func (g *Gateway) onNode(_ string, payload []byte) {
 }
 
 func (g *Gateway) onRadio(_ string, payload []byte) {
-	var r struct {
-		ID string `json:"id"`
-	}
+	var r topics.RadioRecord
 	if json.Unmarshal(payload, &r) == nil {
 		g.mu.Lock()
-		g.radioID = r.ID
+		g.radio = r
 		g.mu.Unlock()
 	}
 }
@@ -348,19 +431,17 @@ const airtimeNotice = "📡 The bridge has used its share of the mesh's airtime 
 	"messages to the mesh wait and go out as airtime frees up."
 
 func (g *Gateway) onStatus(_ string, payload []byte) {
-	var s struct {
-		State          string `json:"state"`
-		AirtimeBlocked bool   `json:"airtime_blocked"`
-	}
+	var s topics.StatusRecord
 	if json.Unmarshal(payload, &s) != nil {
 		return
 	}
 	g.mu.Lock()
-	g.radioUp = s.State == "online"
-	if g.radioUp {
+	g.status = s
+	up := g.radioUp()
+	if up {
 		clear(g.toldRadioDown)
 	}
-	blocked := g.radioUp && s.AirtimeBlocked
+	blocked := up && s.AirtimeBlocked
 	tell := blocked && !g.airBlocked
 	g.airBlocked = blocked
 	g.mu.Unlock()
@@ -372,17 +453,18 @@ func (g *Gateway) onStatus(_ string, payload []byte) {
 	}
 }
 
+// radioUp reports whether the radio link is online; g.mu is held.
+func (g *Gateway) radioUp() bool { return g.status.State == topics.LinkOnline }
+
 // onResult collects a failed send for a word to the room, so the sender
 // knows the mesh did not get it; refusals close together are told in one
 // notice (see tellRefusals).
 func (g *Gateway) onResult(_ string, payload []byte) {
-	var env meshpb.ServiceEnvelope
-	var rt meshpb.Routing
-	if proto.Unmarshal(payload, &env) != nil || env.GetGatewayId() != origin ||
-		proto.Unmarshal(env.GetPacket().GetDecoded().GetPayload(), &rt) != nil {
+	res, err := topics.ParseResult(payload)
+	if err != nil || res.Origin != topics.OriginXMPP {
 		return
 	}
-	id := env.GetPacket().GetDecoded().GetRequestId()
+	id := res.RequestID
 	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -392,7 +474,7 @@ func (g *Gateway) onResult(_ string, payload []byte) {
 			delete(g.requests, rid)
 		}
 	}
-	if !ok || rt.GetErrorReason() == meshpb.Routing_NONE {
+	if !ok || res.Reason == meshpb.Routing_NONE {
 		return
 	}
 	g.Stats.Refused.Add(1)
@@ -401,7 +483,7 @@ func (g *Gateway) onResult(_ string, payload []byte) {
 		b = &refusalBatch{room: info.room, first: now}
 		g.refused[info.room.String()] = b
 	}
-	b.add(info, rt.GetErrorReason(), now)
+	b.add(info, res.Reason, now)
 }
 
 func describe(e meshpb.Routing_Error) string {
@@ -434,7 +516,7 @@ func (g *Gateway) say(room jid.JID, text string) {
 
 // toMesh sends a room message to the mesh as numbered chunks.
 func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
-	chunks, err := mesh.Chunks(nick, body, serialgwMaxText)
+	chunks, err := mesh.Chunks(nick, body, topics.MaxTextBytes)
 	if err != nil {
 		g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
 		return
@@ -449,7 +531,7 @@ func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 		return
 	}
 	g.mu.Lock()
-	tell := !g.radioUp && !g.toldRadioDown[r.cfg.JID.String()]
+	tell := !g.radioUp() && !g.toldRadioDown[r.cfg.JID.String()]
 	if tell {
 		g.toldRadioDown[r.cfg.JID.String()] = true
 	}
@@ -464,17 +546,16 @@ func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 		g.mu.Lock()
 		g.requests[id] = requestInfo{room: r.cfg.JID, nick: nick, msg: msgKey, words: words, part: i + 1, parts: len(chunks), asked: time.Now()}
 		g.mu.Unlock()
-		env := &meshpb.ServiceEnvelope{
-			GatewayId: origin, ChannelId: r.cfg.Channel,
-			Packet: &meshpb.MeshPacket{Id: id, To: mesh.Broadcast, PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
-				Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(c),
-			}}},
-		}
+		req := topics.SendRequest{Origin: topics.OriginXMPP, ID: id, To: mesh.Broadcast, Channel: r.cfg.Channel,
+			Data: &meshpb.Data{Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(c)}}
 		if r.cfg.ByIndex {
-			env.ChannelId, env.Packet.Channel = "", r.cfg.Index
+			req.Channel, req.ChannelIndex = "", r.cfg.Index
 		}
-		b, _ := proto.Marshal(env)
-		if err := g.bus.Publish(topics.MeshTX, b, false); err != nil {
+		b, err := req.Marshal()
+		if err == nil {
+			err = g.bus.Publish(topics.MeshTX, b, false)
+		}
+		if err != nil {
 			g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
 			return
 		}
@@ -482,6 +563,3 @@ func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 	}
 	g.Stats.RoomToMesh.Add(1)
 }
-
-// serialgwMaxText is the radio link's limit on one text packet.
-const serialgwMaxText = 200

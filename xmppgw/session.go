@@ -252,7 +252,7 @@ func (g *Gateway) command(ctx context.Context, c *conn, r *room, nick, cmd strin
 	switch word {
 	case "status":
 		g.mu.Lock()
-		up, radio, blocked := g.radioUp, g.radioID, g.airBlocked
+		up, radio, blocked := g.radioUp(), g.radio.ID, g.airBlocked
 		g.mu.Unlock()
 		state := "disconnected"
 		if up {

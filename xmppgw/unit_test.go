@@ -400,10 +400,7 @@ func TestAirtimeBlockedNotice(t *testing.T) {
 }
 
 func result(id uint32, reason meshpb.Routing_Error) []byte {
-	rt, _ := proto.Marshal(&meshpb.Routing{Variant: &meshpb.Routing_ErrorReason{ErrorReason: reason}})
-	b, _ := proto.Marshal(&meshpb.ServiceEnvelope{GatewayId: origin, Packet: &meshpb.MeshPacket{PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
-		Portnum: meshpb.PortNum_ROUTING_APP, Payload: rt, RequestId: id,
-	}}}})
+	b, _ := topics.Result{Origin: topics.OriginXMPP, RequestID: id, Reason: reason}.Marshal()
 	return b
 }
 

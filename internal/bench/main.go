@@ -15,6 +15,19 @@
 // mosquitto-clients). Every process it starts listens on a free loopback
 // port and is stopped before it exits.
 //
+// The brokers subcommand sets the embedded broker against mosquitto
+// (go run ./internal/bench brokers [-h]):
+//
+//   - latency: the daemon built from ./cmd/sovereign-bridge on a simulated
+//     radio served by this process (--device tcp://), once with its
+//     embedded broker and once with --mqtt-broker pointing at mosquitto,
+//     each time from the radio's write of a text to mosquitto_sub's line;
+//   - throughput: one paho publisher and 1 or 10 paho subscribers, QoS 0
+//     and 1, against each broker running as a server in a process of its
+//     own (the embedded one through this program's hidden
+//     serve-embedded-broker subcommand), with the CPU time each process
+//     used.
+//
 // The XMPP figures (mesh text → groupchat message next to a direct message
 // between two occupants, and the daemon's memory with the XMPP gateway on)
 // need the Prosody harness, which takes a testing.TB, so they are a test,
@@ -22,7 +35,12 @@
 //
 //	go test -tags integration ./xmppgw/ -run '^TestLatencyFigures$' -count=1 -v -figures
 //
-// Both share package benchkit.
+// and so is the mesh text → groupchat latency through the daemon with each
+// broker:
+//
+//	go test -tags integration ./internal/bench/ -run '^TestXMPPBrokerFigures$' -count=1 -v -figures
+//
+// All share package benchkit.
 package main
 
 import (
@@ -63,7 +81,19 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "brokers":
+			os.Exit(brokersMain(os.Args[2:]))
+		case serveEmbeddedCmd:
+			os.Exit(serveEmbeddedMain(os.Args[2:]))
+		}
+	}
 	var o options
+	flag.Usage = func() {
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: go run ./internal/bench [flags]\n       go run ./internal/bench brokers [flags]   (the embedded broker against mosquitto; -h for its flags)")
+		flag.PrintDefaults()
+	}
 	flag.IntVar(&o.n, "n", 500, "messages per latency measurement")
 	flag.DurationVar(&o.interval, "interval", 5*time.Millisecond, "spacing of the messages")
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Second, "deadline for each wait (readiness, last message, shutdown)")
@@ -95,7 +125,7 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	printHeader(o)
+	printHeader(fmt.Sprintf("-n %d -interval %v -rss-duration %v -rss-sample %v", o.n, o.interval, o.rssDuration, o.rssSample))
 
 	fmt.Fprintf(os.Stderr, "bench: SovereignRelay uplink latency, %d messages...\n", o.n)
 	ours, payloads, err := benchBridge(o, tmp)
@@ -142,7 +172,7 @@ func run(o options) error {
 	return nil
 }
 
-func printHeader(o options) {
+func printHeader(settings string) {
 	cmdline := "go run ./internal/bench"
 	if !strings.Contains(os.Args[0], "go-build") {
 		cmdline = os.Args[0]
@@ -156,7 +186,7 @@ func printHeader(o options) {
 	fmt.Printf("  go:        %s\n", runtime.Version())
 	fmt.Printf("  mosquitto: %s\n", mosquittoVersion())
 	fmt.Printf("  command:   %s\n", cmdline)
-	fmt.Printf("  settings:  -n %d -interval %v -rss-duration %v -rss-sample %v\n", o.n, o.interval, o.rssDuration, o.rssSample)
+	fmt.Printf("  settings:  %s\n", settings)
 }
 
 // --- latency through the bridge ---
@@ -221,20 +251,29 @@ func benchBridge(o options, tmp string) (benchkit.Latency, [][]byte, error) {
 		return benchkit.Latency{}, nil, err
 	}
 
+	sent, err := injectTexts(o, radio, simCfg.Peers)
+	if err != nil {
+		return benchkit.Latency{}, nil, err
+	}
+	recv, payloads := sub.wait(o.n, o.timeout)
+	return benchkit.Summarize(sent, recv), payloads, nil
+}
+
+// injectTexts has the simulated radio hand o.n texts from peers to its
+// client, o.interval apart, and returns when each write returned.
+func injectTexts(o options, radio *meshsim.Radio, peers []meshsim.Peer) ([]time.Time, error) {
 	sent := make([]time.Time, o.n)
-	peers := simCfg.Peers
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
 	for i := range o.n {
 		<-tick.C
 		pkt := radio.TextPacket(peers[i%len(peers)].Num, fmt.Sprintf("SovereignRelay latency %s from the ridge 🌄", benchkit.Token(i)))
 		if !radio.Inject(pkt) {
-			return benchkit.Latency{}, nil, fmt.Errorf("radio could not deliver message %d (link down?)", i)
+			return nil, fmt.Errorf("radio could not deliver message %d (link down?)", i)
 		}
 		sent[i] = time.Now()
 	}
-	recv, payloads := sub.wait(o.n, o.timeout)
-	return benchkit.Summarize(sent, recv), payloads, nil
+	return sent, nil
 }
 
 // --- latency through mosquitto ---
@@ -242,32 +281,12 @@ func benchBridge(o options, tmp string) (benchkit.Latency, [][]byte, error) {
 // benchMosquitto starts a mosquitto broker on a free loopback port and
 // publishes payloads from paho, timing each to its mosquitto_sub line.
 func benchMosquitto(o options, tmp string, payloads [][]byte) (benchkit.Latency, error) {
-	port, err := freePort()
-	if err != nil {
-		return benchkit.Latency{}, err
-	}
-	conf := filepath.Join(tmp, "mosquitto.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n", port), 0o644); err != nil {
-		return benchkit.Latency{}, err
-	}
-	broker, err := benchkit.StartProc(bin("mosquitto"), []string{"-c", conf}, nil)
+	broker, addr, err := startMosquitto(filepath.Join(tmp, "mosquitto.conf"), o.timeout)
 	if err != nil {
 		return benchkit.Latency{}, err
 	}
 	defer broker.Stop(o.timeout)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := benchkit.WaitUntil(o.timeout, nil, func() bool {
-		if broker.Exited() {
-			return true
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}); err != nil || broker.Exited() {
-		return benchkit.Latency{}, fmt.Errorf("mosquitto not listening on %s: %v; output: %s", addr, err, broker.Output())
-	}
+	_, port, _ := net.SplitHostPort(addr)
 
 	// The connection notes when each write returns: paho completes a QoS 0
 	// token only after its write, but on another goroutine, a little later.
@@ -291,7 +310,7 @@ func benchMosquitto(o options, tmp string, payloads [][]byte) (benchkit.Latency,
 	if t := client.Publish(readyTopic, 0, true, "ready"); !t.WaitTimeout(o.timeout) || t.Error() != nil {
 		return benchkit.Latency{}, fmt.Errorf("paho publish: %v", t.Error())
 	}
-	sub, err := startSub(o, "127.0.0.1", strconv.Itoa(port), readyTopic, topic, readyTopic)
+	sub, err := startSub(o, "127.0.0.1", port, readyTopic, topic, readyTopic)
 	if err != nil {
 		return benchkit.Latency{}, err
 	}
@@ -314,6 +333,48 @@ func benchMosquitto(o options, tmp string, payloads [][]byte) (benchkit.Latency,
 	}
 	recv, _ := sub.wait(o.n, o.timeout)
 	return benchkit.Summarize(sent, recv), nil
+}
+
+// startMosquitto starts a mosquitto broker with the configuration written
+// to conf: a free loopback port, anonymous clients, no persistence, and
+// otherwise mosquitto's own defaults. It returns once the broker accepts
+// connections.
+func startMosquitto(conf string, timeout time.Duration) (*benchkit.Proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n", port), 0o644); err != nil {
+		return nil, "", err
+	}
+	p, err := benchkit.StartProc(bin("mosquitto"), []string{"-c", conf}, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if err := waitListening(p, addr, timeout); err != nil {
+		p.Stop(timeout)
+		return nil, "", fmt.Errorf("mosquitto: %w", err)
+	}
+	return p, addr, nil
+}
+
+// waitListening waits until addr accepts connections, or p exits.
+func waitListening(p *benchkit.Proc, addr string, timeout time.Duration) error {
+	err := benchkit.WaitUntil(timeout, nil, func() bool {
+		if p.Exited() {
+			return true
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	if err != nil || p.Exited() {
+		return fmt.Errorf("not listening on %s: %v; output: %s", addr, err, p.Output())
+	}
+	return nil
 }
 
 // timedConn records when its last Write returned.

@@ -106,7 +106,7 @@ func TestMetricsMatchDocumentation(t *testing.T) {
 	defer store.Close()
 	m := ops.NewMetrics()
 	registerMetrics(m, gw, xg)
-	registerSpoolMetrics(m, store, c)
+	registerSpoolMetrics(m, store, gw, xg)
 
 	doc := readMetricsTable(t)
 	registered := map[string]bool{}

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"mellium.im/xmpp/jid"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
@@ -145,7 +145,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 
 	metrics := ops.NewMetrics()
 	registerMetrics(metrics, gw, xg)
-	registerSpoolMetrics(metrics, store, c)
+	registerSpoolMetrics(metrics, store, gw, xg)
 	health := func() ops.Health {
 		h := ops.Health{Radio: ops.Off, XMPP: ops.Off, MQTT: ops.StateOf(brokerUp()), Airtime: ops.AirtimeOK}
 		if gw != nil {
@@ -255,13 +255,12 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// registerSpoolMetrics exposes the depth and age of the durable queues.
-func registerSpoolMetrics(m *ops.Metrics, store *spool.Store, c Config) {
-	queues := map[string]string{"radio": "radio-tx"}
-	for _, r := range append([]RoomConfig{{JID: c.Room}}, c.Rooms...) {
-		if j, err := jid.Parse(r.JID); err == nil && r.JID != "" {
-			queues["room:"+j.String()] = "to-room:" + j.String() // as the XMPP gateway names it
-		}
+// registerSpoolMetrics exposes the depth and age of the durable queues,
+// as each gateway names them.
+func registerSpoolMetrics(m *ops.Metrics, store *spool.Store, gw *serialgw.Gateway, xg *xmppgw.Gateway) {
+	queues := gw.SpoolQueues()
+	if xg != nil {
+		maps.Copy(queues, xg.SpoolQueues())
 	}
 	for label, q := range queues {
 		m.Gauge("spool_depth", "Messages waiting on disk for the other side.", ops.Labels{"queue": label}, func() float64 {

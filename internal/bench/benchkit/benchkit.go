@@ -1,11 +1,12 @@
 // Package benchkit holds what SovereignRelay's benchmarks share: latency
 // percentiles, child processes whose output lines are timestamped, the
-// daemon's memory read from /proc, and the description of the machine that
-// is printed next to the figures.
+// daemon's memory and processes' CPU time read from /proc, and the
+// description of the machine that is printed next to the figures.
 //
 // It is used by the bench command (internal/bench: MQTT figures) and by the
-// XMPP figures in xmppgw/bench_test.go, which is a test because the Prosody
-// harness (internal/xmpptest) needs a testing.TB.
+// XMPP figures in xmppgw/bench_test.go and internal/bench/xmpp_test.go,
+// which are tests because the Prosody harness (internal/xmpptest) needs a
+// testing.TB.
 package benchkit
 
 import (
@@ -374,7 +375,8 @@ func TestCommand(pkg string) string {
 	return cmd
 }
 
-// ProsodyVersion is the first line of `prosodyctl about`, or "?".
+// ProsodyVersion is the "Prosody X.Y.Z" line of `prosodyctl about`, or "?".
+// Warnings (a missing optional Lua library) may come before it.
 func ProsodyVersion() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -382,6 +384,10 @@ func ProsodyVersion() string {
 	if err != nil {
 		return "?"
 	}
-	first, _, _ := strings.Cut(string(out), "\n")
-	return strings.TrimSpace(first)
+	for l := range strings.Lines(string(out)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Prosody "); ok && v != "" && v[0] >= '0' && v[0] <= '9' {
+			return "Prosody " + v
+		}
+	}
+	return "?"
 }
