@@ -6,7 +6,6 @@
 package serialgw
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jshiffer/lora-xmpp-bridge/internal/intake"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/retry"
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
@@ -119,7 +119,7 @@ type Gateway struct {
 	nodes *nodeDB
 
 	proxyOut chan *meshpb.MqttClientProxyMessage // broker -> radio in client proxy mode
-	inbox    chan inbound                        // broker -> intake: send requests and JSON downlinks
+	inbox    intake.Queue                        // broker -> intake: send requests and JSON downlinks
 
 	naks           sync.Map    // Routing error name -> *atomic.Uint64
 	up             atomic.Bool // a session has completed its handshake
@@ -164,7 +164,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		proxyOut: make(chan *meshpb.MqttClientProxyMessage, 64),
 		// As many as the transmit queue holds: a burst the queue would take
 		// is not refused at the door.
-		inbox: make(chan inbound, cfg.QueueLimit),
+		inbox: intake.New(cfg.QueueLimit),
 	}, nil
 }
 
@@ -173,7 +173,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := g.restore(); err != nil {
 		return err
 	}
-	stopIntake := g.startIntake()
+	stopIntake := g.inbox.Start()
 	var unsubs []func()
 	stopListening := func() {
 		for _, u := range unsubs {
@@ -476,13 +476,6 @@ var (
 	errStorage  = errors.New("cannot store it")
 )
 
-// inbound is a message from the broker on its way to the intake loop.
-type inbound struct {
-	handle  func(topic string, payload []byte)
-	topic   string
-	payload []byte // a copy: the broker's is not kept after its handler returns
-}
-
 // handOver makes the broker handler of a subscription: it copies the
 // message and hands it to the intake loop, so that the publisher's
 // goroutine (the XMPP gateway's loop, or the broker's) never waits for
@@ -490,40 +483,10 @@ type inbound struct {
 // is refused as a full queue refuses it, by refuse, and its sender told.
 func (g *Gateway) handOver(handle, refuse func(topic string, payload []byte)) func(string, []byte) {
 	return func(topic string, payload []byte) {
-		m := inbound{handle: handle, topic: topic, payload: bytes.Clone(payload)}
-		select {
-		case g.inbox <- m:
-		default:
-			refuse(m.topic, m.payload)
+		if !g.inbox.Offer(handle, topic, payload) {
+			refuse(topic, payload)
 		}
 	}
-}
-
-// startIntake starts the intake loop, which takes in what the broker
-// handed over, in order: decoding, validating and keeping each request
-// in the spool. The function it returns stops the loop once it has taken
-// in what is still waiting.
-func (g *Gateway) startIntake() (stop func()) {
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case m := <-g.inbox:
-				m.handle(m.topic, m.payload)
-			case <-quit:
-				for {
-					select {
-					case m := <-g.inbox:
-						m.handle(m.topic, m.payload)
-					default:
-						return
-					}
-				}
-			}
-		}
-	}()
-	return func() { close(quit); <-done }
 }
 
 // errBehind refuses what arrives while the intake is a queue's worth behind.

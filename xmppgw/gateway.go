@@ -1,7 +1,6 @@
 package xmppgw
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"mellium.im/xmpp/jid"
 
+	"github.com/jshiffer/lora-xmpp-bridge/internal/intake"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/retry"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
@@ -50,7 +50,7 @@ type Gateway struct {
 	// drains. Bounded like a spool queue.
 	overflow []outbound
 	notices  chan notice // the bridge's own words to a room
-	inbox    chan inbound
+	inbox    intake.Queue
 
 	connected    atomic.Bool
 	lastTick     atomic.Int64  // unix nanos of the last pass of the session loop
@@ -99,13 +99,6 @@ type requestInfo struct {
 	asked time.Time
 }
 
-// inbound is a message from the broker on its way to the intake loop.
-type inbound struct {
-	handle  func(topic string, payload []byte)
-	topic   string
-	payload []byte // a copy: the broker's is not kept after its handler returns
-}
-
 // inboxSize bounds what the broker has handed over and the intake loop
 // not yet taken in. Everything the radio hears comes this way (a LoRa
 // mesh: a few packets a second at most), and after each handshake the
@@ -123,7 +116,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 	}
 	return &Gateway{
 		cfg: cfg, bus: bus, log: log.With("component", "xmpp"),
-		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64), inbox: make(chan inbound, inboxSize),
+		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64), inbox: intake.New(inboxSize),
 		subscribed: make(chan struct{}), stopped: make(chan struct{}),
 		nodes: map[string]topics.NodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
 		toldRadioDown: map[string]bool{}, refused: map[string]*refusalBatch{},
@@ -136,7 +129,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 // refuses the credentials, since retrying cannot help; every other failure
 // is retried with capped backoff.
 func (g *Gateway) Run(ctx context.Context) error {
-	stopIntake := g.startIntake()
+	stopIntake := g.inbox.Start()
 	rooms, unsubscribe, err := g.attach()
 	if err != nil {
 		stopIntake()
@@ -225,50 +218,13 @@ func (g *Gateway) attach() (rooms []*room, unsubscribe func(), err error) {
 // published: a node's name arrives before its next text.
 func (g *Gateway) handOver(handle func(string, []byte)) func(string, []byte) {
 	return func(topic string, payload []byte) {
-		m := inbound{handle: handle, topic: topic, payload: bytes.Clone(payload)}
-		select {
-		case g.inbox <- m:
+		if g.inbox.Offer(handle, topic, payload) {
 			return
-		default:
 		}
 		if now := time.Now().UnixNano(); now-g.behindLogged.Swap(now) >= int64(time.Minute) {
 			g.log.Warn("taking in what the mesh sends is behind (a slow disk?); the radio link waits for it", "waiting", len(g.inbox))
 		}
-		select {
-		case g.inbox <- m:
-		case <-g.stopped:
-		}
-	}
-}
-
-// startIntake starts the intake loop, which takes in what the broker
-// handed over, in order: decoding it, and keeping mesh texts in the spool
-// before they are queued for the session. The function it returns stops
-// the loop once it has taken in what is still waiting.
-func (g *Gateway) startIntake() (stop func()) {
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case m := <-g.inbox:
-				m.handle(m.topic, m.payload)
-			case <-quit:
-				for {
-					select {
-					case m := <-g.inbox:
-						m.handle(m.topic, m.payload)
-					default:
-						return
-					}
-				}
-			}
-		}
-	}()
-	return func() {
-		close(quit)
-		<-done
-		close(g.stopped)
+		g.inbox.Wait(handle, topic, payload, g.stopped)
 	}
 }
 

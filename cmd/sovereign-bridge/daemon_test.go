@@ -215,22 +215,13 @@ func TestSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	simCfg := meshsim.Demo()
-	simCfg.TrafficInterval, simCfg.TextRule = 0, 50*time.Millisecond
-	radio := meshsim.New(simCfg)
-	simCtx, stopSim := context.WithCancel(ctx)
-	defer stopSim()
-	addr, serve, err := radio.ListenTCP(simCtx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go serve()
+	radio, addr := startQuietRadio(t)
 
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte("bridge-pw\n"), 0o600)
 	start := func() (*exec.Cmd, *safeBuffer) {
-		cmd := exec.Command(binary, "--device", "tcp://"+addr.String(), "--mqtt-listen", "off", "--state-dir", filepath.Join(dir, "state"),
+		cmd := exec.Command(binary, "--device", "tcp://"+addr, "--mqtt-listen", "off", "--state-dir", filepath.Join(dir, "state"),
 			"--text-interval", "100ms", "-j", "bridge@"+srv.Domain, "--password-file", pw, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr)
 		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+srv.CAFile)
 		logs := &safeBuffer{}
@@ -380,16 +371,7 @@ func TestSplitRolesOverMosquitto(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	simCfg := meshsim.Demo()
-	simCfg.TrafficInterval, simCfg.TextRule = 0, 50*time.Millisecond
-	radio := meshsim.New(simCfg)
-	simCtx, stopSim := context.WithCancel(ctx)
-	defer stopSim()
-	addr, serve, err := radio.ListenTCP(simCtx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go serve()
+	radio, addr := startQuietRadio(t)
 
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
@@ -408,7 +390,7 @@ func TestSplitRolesOverMosquitto(t *testing.T) {
 	xmppArgs := []string{"--device", "none", "-j", "bridge@" + srv.Domain, "--password-file", pw, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr}
 	xmppSide, xmppLogs := start("xmpp-side", xmppArgs...)
 	alice.WaitPresence(t, 60*time.Second, func(p xmpptest.Presence) bool { return p.Nick == "meshbridge" })
-	_, radioLogs := start("radio-side", "--device", "tcp://"+addr.String())
+	_, radioLogs := start("radio-side", "--device", "tcp://"+addr)
 	testutil.Eventually(t, 30*time.Second, radio.Ready, "the radio side never reached the radio\n%s", radioLogs)
 
 	const texts, lines = 60, 12
@@ -476,4 +458,23 @@ func distinct(xs []string) []string {
 		}
 	}
 	return out
+}
+
+// startQuietRadio serves a simulated radio whose nodes say only what the
+// test injects, with a short text rule, on a loopback TCP port.
+func startQuietRadio(t *testing.T) (*meshsim.Radio, string) {
+	t.Helper()
+	simCfg := meshsim.Demo()
+	simCfg.TrafficInterval, simCfg.TextRule = 0, 50*time.Millisecond
+	radio := meshsim.New(simCfg)
+	ctx, stop := context.WithCancel(context.Background())
+	addr, serve, err := radio.ListenTCP(ctx, "127.0.0.1:0")
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = serve() }()
+	t.Cleanup(func() { stop(); <-served })
+	return radio, addr.String()
 }
