@@ -127,13 +127,15 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		return false
 	}
 	if h.users == nil {
-		return true
+		return h.willAllowed(cl, pk, addr)
 	}
 	name := string(pk.Connect.Username)
 	u, ok := h.users[name]
 	if ok && subtle.ConstantTimeCompare([]byte(u.Password), pk.Connect.Password) == 1 {
-		h.guard.succeeded(addr)
-		return true
+		// A good login does not forgive the address's earlier failures:
+		// else one valid account, used between guesses, would keep
+		// guessing at another unthrottled. Failures age out instead.
+		return h.willAllowed(cl, pk, addr)
 	}
 	failures, lockedFor := h.guard.failed(addr, now)
 	switch {
@@ -144,6 +146,22 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	default:
 		h.log.Debug("mqtt login refused", "remote", addr, "user", name, "failures", failures)
 	}
+	return false
+}
+
+// willAllowed refuses a login whose will message the user may not publish:
+// the broker sends a will without checking the access rules, so a client
+// could otherwise forge (and retain) the bridge's own topics by dropping
+// its connection.
+func (h *accessHook) willAllowed(cl *mqtt.Client, pk packets.Packet, addr string) bool {
+	if !pk.Connect.WillFlag {
+		return true
+	}
+	// The CONNECT has been parsed: the client's user name is set.
+	if h.OnACLCheck(cl, pk.Connect.WillTopic, true) {
+		return true
+	}
+	h.log.Warn("mqtt login refused: the will message's topic may not be written by this client", "remote", addr, "user", string(pk.Connect.Username), "topic", pk.Connect.WillTopic)
 	return false
 }
 
@@ -223,12 +241,6 @@ func (g *loginGuard) locked(addr string, now time.Time) bool {
 	defer g.mu.Unlock()
 	f := g.addrs[addr]
 	return f != nil && now.Before(f.lockedUntil)
-}
-
-func (g *loginGuard) succeeded(addr string) {
-	g.mu.Lock()
-	delete(g.addrs, addr)
-	g.mu.Unlock()
 }
 
 // failed records a failure and returns the failures so far and, when this

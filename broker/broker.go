@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -47,6 +48,11 @@ type Config struct {
 	ConnectTimeout time.Duration
 }
 
+// MaxPacketSize bounds one MQTT packet on the embedded broker: far above
+// any Meshtastic message (a ServiceEnvelope is under 600 bytes), far below
+// what would hurt a small board's memory.
+const MaxPacketSize = 64 << 10
+
 // Defaults for the listener's guards: enough for every tool on a LAN, far
 // below what a Raspberry Pi's memory and file descriptors allow.
 const (
@@ -63,9 +69,13 @@ func (c Config) Validate() error {
 	if c.Listen == "" || c.Listen == Off {
 		return nil
 	}
-	host, _, err := net.SplitHostPort(c.Listen)
+	host, port, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		return fmt.Errorf("mqtt listen address %q: %w", c.Listen, err)
+	}
+	// Port 0 picks a free port (tests); anything else must be a real one.
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("mqtt listen address %q: port %q: want a number from 1 to 65535", c.Listen, port)
 	}
 	if c.CredentialsFile == "" && !isLoopback(host) {
 		return fmt.Errorf("mqtt listen address %q: %w; set a credentials file or listen on 127.0.0.1", c.Listen, ErrNoCredentials)
@@ -103,7 +113,12 @@ func NewEmbedded(cfg Config, log *slog.Logger) (*Embedded, error) {
 		return nil, err
 	}
 	log = log.With("component", "mqtt")
+	caps := mqtt.NewDefaultServerCapabilities()
+	// mochi allocates a packet's announced length before login; unbounded,
+	// five bytes from anyone would make it allocate 256 MiB.
+	caps.MaximumPacketSize = MaxPacketSize
 	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
 		InlineClient: true,
 		// mochi logs every client connect at info; keep that at our debug.
 		Logger: slog.New(levelShift{log.Handler()}),

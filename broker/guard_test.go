@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -136,4 +137,27 @@ func (l *safeLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// A socket that announces a packet larger than MaxPacketSize is closed
+// before the broker allocates it: five bytes from anyone must not make the
+// daemon allocate 256 MiB.
+func TestHugePacketRefusedBeforeLogin(t *testing.T) {
+	e := startEmbedded(t, Config{Listen: "127.0.0.1:0", ConnectTimeout: time.Hour})
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	conns := openSockets(t, e.Addr(), 8)
+	for _, c := range conns {
+		if _, err := c.Write([]byte{0x10, 0xff, 0xff, 0xff, 0x7f}); err != nil { // CONNECT of 268,435,455 bytes
+			t.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		closedByPeer(t, c)
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 64<<20 {
+		t.Errorf("8 announced huge packets made the broker allocate %d MiB", grew>>20)
+	}
 }

@@ -20,6 +20,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
 	"github.com/jshiffer/lora-xmpp-bridge/internal/retry"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/secret"
@@ -47,14 +48,17 @@ type Remote struct {
 	done     chan struct{}
 	redacted string
 
-	mu      sync.Mutex
-	subs    map[string]Handler
-	recent  []recentMessage // acknowledged lately, published again after a reconnect
-	resend  bool            // a reconnect happened: publish recent again first
-	lost    chan struct{}   // closed when the current connection is lost
-	everUp  bool            // the first connection has been made
-	lossy   []lossyMessage  // Meshtastic topics waiting for a connection
-	dropped int             // lossy messages dropped during this outage
+	deliverMu sync.Mutex // orders dispatch against Subscribe handing over held messages
+	mu        sync.Mutex
+	subs      map[string]Handler
+	recent    []recentMessage // acknowledged lately, published again after a reconnect
+	resend    bool            // a reconnect happened: publish recent again first
+	lost      chan struct{}   // closed when the current connection is lost
+	lostAt    time.Time       // when the last connection was lost
+	everUp    bool            // the first connection has been made
+	lossy     []lossyMessage  // Meshtastic topics waiting for a connection
+	pending   []lossyMessage  // received for no subscriber yet
+	dropped   int             // lossy messages dropped during this outage
 }
 
 // Outbox is the durable queue the bridge's own messages wait in; the spool
@@ -78,8 +82,8 @@ const lossyLimit = 512
 // (from, id), send requests by their request id, records by being
 // retained state.
 const (
-	RepublishWindow = 30 * time.Second
-	republishLimit  = 1024
+	DefaultRepublishWindow = 30 * time.Second
+	republishLimit         = 1024
 )
 
 type recentMessage struct {
@@ -123,6 +127,9 @@ type RemoteConfig struct {
 	// AckTimeout is how long a QoS 1 publish or a subscription may wait
 	// for the broker's acknowledgement; 0 means 10 s.
 	AckTimeout time.Duration
+	// RepublishWindow is how far back from a lost connection acknowledged
+	// messages are published again; 0 means DefaultRepublishWindow.
+	RepublishWindow time.Duration
 }
 
 // Validate checks the URL without touching the network.
@@ -168,6 +175,9 @@ func DialRemote(ctx context.Context, cfg RemoteConfig, log *slog.Logger) (*Remot
 	}
 	if cfg.AckTimeout == 0 {
 		cfg.AckTimeout = 10 * time.Second
+	}
+	if cfg.RepublishWindow == 0 {
+		cfg.RepublishWindow = DefaultRepublishWindow
 	}
 	r := &Remote{
 		log: log.With("component", "mqtt", "broker", u.Redacted()), cfg: cfg, redacted: u.Redacted(),
@@ -234,13 +244,18 @@ func (r *Remote) options(u *url.URL) (*paho.ClientOptions, error) {
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			r.log.Warn("mqtt broker connection lost; reconnecting", "err", err)
 			r.mu.Lock()
+			r.lostAt = time.Now()
 			if r.lost != nil {
 				close(r.lost)
 				r.lost = nil
 			}
 			r.mu.Unlock()
 		}).
-		SetOnConnectHandler(r.onConnect)
+		SetOnConnectHandler(r.onConnect).
+		// Every message comes through dispatch, so that what the broker
+		// kept for the session and sends straight after the connect is held
+		// until its subscriber is there, not dropped unacknowledged.
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { r.dispatch(m.Topic(), m.Payload()) })
 	if u.User != nil {
 		opts.SetUsername(u.User.Username())
 		if pw, ok := u.User.Password(); ok {
@@ -389,7 +404,7 @@ func (r *Remote) remember(m outboxItem) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i := 0
-	for i < len(r.recent) && (now.Sub(r.recent[i].at) > RepublishWindow || len(r.recent)-i >= republishLimit) {
+	for i < len(r.recent) && (now.Sub(r.recent[i].at) > r.cfg.RepublishWindow || len(r.recent)-i >= republishLimit) {
 		i++
 	}
 	r.recent = append(r.recent[i:], recentMessage{item: m, at: now})
@@ -404,9 +419,11 @@ func (r *Remote) republish() bool {
 		r.mu.Unlock()
 		return true
 	}
+	// The window reaches back from when the connection was lost, however
+	// long the broker then stayed away.
 	var again []outboxItem
 	for _, m := range r.recent {
-		if time.Since(m.at) <= RepublishWindow {
+		if r.lostAt.Sub(m.at) <= r.cfg.RepublishWindow {
 			again = append(again, m.item)
 		}
 	}
@@ -461,8 +478,32 @@ func (r *Remote) onConnect(c paho.Client) {
 	r.kick()
 }
 
-func wrap(h Handler) paho.MessageHandler {
-	return func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload()) }
+// pendingLimit bounds the messages held for subscribers not there yet.
+const pendingLimit = 10000
+
+// dispatch hands a message to the handlers whose filters match it, or
+// holds it until Subscribe brings one.
+func (r *Remote) dispatch(topic string, payload []byte) {
+	r.deliverMu.Lock()
+	defer r.deliverMu.Unlock()
+	r.mu.Lock()
+	var hs []Handler
+	for f, h := range r.subs {
+		if _, ok := auth.MatchTopic(f, topic); ok {
+			hs = append(hs, h)
+		}
+	}
+	if len(hs) == 0 {
+		if len(r.pending) >= pendingLimit {
+			r.pending = r.pending[1:]
+			r.log.Warn("mqtt message for no subscriber dropped: too many waiting", "topic", topic)
+		}
+		r.pending = append(r.pending, lossyMessage{topic: topic, payload: bytes.Clone(payload)})
+	}
+	r.mu.Unlock()
+	for _, h := range hs {
+		h(topic, payload)
+	}
 }
 
 // Publish hands a message to the broker. A reliable one is kept in the
@@ -498,9 +539,26 @@ func (r *Remote) Publish(topic string, payload []byte, retain bool) error {
 // reconnects. Refused or unacknowledged, it is an error; while the broker
 // is away it is made as soon as the connection is up.
 func (r *Remote) Subscribe(filter string, h Handler) (func(), error) {
+	// Messages held for this filter go first, and no new one overtakes
+	// them: dispatch waits on deliverMu meanwhile.
+	r.deliverMu.Lock()
 	r.mu.Lock()
 	r.subs[filter] = h
+	var held []lossyMessage
+	keep := r.pending[:0]
+	for _, m := range r.pending {
+		if _, ok := auth.MatchTopic(filter, m.topic); ok {
+			held = append(held, m)
+		} else {
+			keep = append(keep, m)
+		}
+	}
+	r.pending = keep
 	r.mu.Unlock()
+	for _, m := range held {
+		h(m.topic, m.payload)
+	}
+	r.deliverMu.Unlock()
 	if r.client.IsConnectionOpen() {
 		if err := r.subscribe(filter, h); err != nil {
 			r.mu.Lock()
@@ -520,7 +578,7 @@ func (r *Remote) Subscribe(filter string, h Handler) (func(), error) {
 }
 
 func (r *Remote) subscribe(filter string, h Handler) error {
-	tok := r.client.Subscribe(filter, 1, wrap(h))
+	tok := r.client.Subscribe(filter, 1, nil)
 	if !tok.WaitTimeout(r.cfg.AckTimeout) {
 		return fmt.Errorf("subscribe %q: no answer from the mqtt broker within %v", filter, r.cfg.AckTimeout)
 	}

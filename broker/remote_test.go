@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -143,4 +144,80 @@ func TestRemoteLoginRefused(t *testing.T) {
 	}
 	r := dialRemote(t, RemoteConfig{URL: "mqtt://bridge@" + m.Addr, Password: "right-pw"})
 	testutil.Eventually(t, 10*time.Second, r.Connected, "not connected with the right password")
+}
+
+// What the broker kept for a daemon's session while the daemon was down
+// arrives right after the connect, before the daemon's gateways subscribe:
+// it is held for them, handed over first and in order, not dropped
+// unacknowledged.
+func TestRemoteHoldsWhatArrivesBeforeSubscribe(t *testing.T) {
+	m := testutil.StartMosquitto(t)
+	first := dialRemote(t, RemoteConfig{URL: m.URL, ClientID: "radio-side"})
+	if _, err := first.Subscribe("sovereign/mesh/tx", func(string, []byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	first.Close() // the radio side stops; the broker keeps its session
+
+	outbox := openOutbox(t)
+	pub := dialRemote(t, RemoteConfig{URL: m.URL, ClientID: "xmpp-side", Reliable: bridgeTopic, Outbox: outbox})
+	for i := range 5 {
+		if err := pub.Publish("sovereign/mesh/tx", fmt.Appendf(nil, "req-%d", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, func() bool { n, _, _, _ := outbox.Stats(OutboxQueue); return n == 0 }, "outbox never drained")
+
+	var box collector
+	second := dialRemote(t, RemoteConfig{URL: m.URL, ClientID: "radio-side"})
+	testutil.Eventually(t, 20*time.Second, second.Connected, "radio side never reconnected")
+	if _, err := second.Subscribe("sovereign/mesh/tx", box.add); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := pub.Publish("sovereign/mesh/tx", fmt.Appendf(nil, "req-%d", 5+i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { got, _ := box.distinct(); return len(got) == 10 }, "radio side never had all 10 requests")
+	got, _ := box.distinct()
+	if !slices.IsSorted(got) {
+		t.Errorf("out of order: %q", got)
+	}
+}
+
+// A broker that crashes after acknowledging messages it had not saved, and
+// stays away longer than the republish window, still gets them again: the
+// window reaches back from the loss of the connection, not the reconnect.
+func TestRemoteRepublishAfterLongOutage(t *testing.T) {
+	m := testutil.StartMosquitto(t, testutil.WithSlowSaves())
+	var box collector
+	sub := dialRemote(t, RemoteConfig{URL: m.URL, ClientID: "test-sub"})
+	if _, err := sub.Subscribe("sovereign/#", box.add); err != nil {
+		t.Fatal(err)
+	}
+	sub.Close()
+	m.Stop() // a clean stop saves the subscriber's session
+	m.Start()
+
+	const window = 2 * time.Second
+	outbox := openOutbox(t)
+	pub := dialRemote(t, RemoteConfig{URL: m.URL, ClientID: "test-pub", Reliable: bridgeTopic, Outbox: outbox, RepublishWindow: window})
+	testutil.Eventually(t, 20*time.Second, pub.Connected, "not connected")
+	for i := range 3 {
+		if err := pub.Publish("sovereign/mesh/rx", fmt.Appendf(nil, "m%d", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, func() bool { n, _, _, _ := outbox.Stats(OutboxQueue); return n == 0 }, "outbox never drained")
+	m.Kill() // what it held for the subscriber was never saved
+	// The outage itself: longer than the window.
+	<-time.After(window + time.Second)
+	m.Start()
+	testutil.Eventually(t, 90*time.Second, pub.Connected, "publisher never reconnected")
+
+	sub = dialRemote(t, RemoteConfig{URL: m.URL, ClientID: "test-sub"})
+	if _, err := sub.Subscribe("sovereign/#", box.add); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { got, _ := box.distinct(); return len(got) == 3 }, "messages lost with the broker's crash")
 }

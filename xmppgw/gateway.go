@@ -133,6 +133,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	rooms, unsubscribe, err := g.attach()
 	if err != nil {
 		stopIntake()
+		close(g.stopped)
 		return err
 	}
 	defer func() {
@@ -140,6 +141,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		// What was handed over before the subscriptions ended is still
 		// taken in, so it is on disk for the next start.
 		stopIntake()
+		// A handler still routed (an unsubscribe that could not reach an
+		// absent broker) must not wait for a loop that is gone.
+		close(g.stopped)
 	}()
 	close(g.subscribed)
 	defer func() {

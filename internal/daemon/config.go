@@ -244,6 +244,9 @@ func (c Config) Validate() error {
 				return usageErr("--mqtt-broker-ca: %w", err)
 			}
 		}
+		if c.MQTTCredentials != "" {
+			return usageErr("--mqtt-credentials is for the embedded broker; with --mqtt-broker the external broker's own users apply")
+		}
 	} else if c.MQTTBrokerPass != "" || c.MQTTBrokerCA != "" {
 		return usageErr("--mqtt-broker-password-file and --mqtt-broker-ca go with --mqtt-broker")
 	} else {

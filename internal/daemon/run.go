@@ -332,8 +332,29 @@ func clientID(stateDir string) (string, error) {
 		return "", err
 	}
 	id := "sovereign-bridge-" + hex.EncodeToString(r[:])
-	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+	// Written whole or not at all: an empty id after a power cut would
+	// abandon the session the broker keeps for the bridge.
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
 		return "", err
+	}
+	_, err = f.WriteString(id + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return "", err
+	}
+	if d, err := os.Open(stateDir); err == nil {
+		_ = d.Sync()
+		d.Close()
 	}
 	return id, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -46,6 +47,12 @@ func WithPasswordFile(t testing.TB, user, pass string) MosquittoOption {
 	}
 }
 
+// WithSlowSaves keeps mosquitto's default of saving every 30 minutes (and
+// at a clean stop), so a SIGKILL loses what the broker took meanwhile.
+func WithSlowSaves() MosquittoOption {
+	return func(string) string { return "autosave_interval 1800\n" }
+}
+
 // StartMosquitto starts a broker for the life of the test.
 func StartMosquitto(t testing.TB, opts ...MosquittoOption) *Mosquitto {
 	t.Helper()
@@ -58,14 +65,23 @@ func StartMosquitto(t testing.TB, opts ...MosquittoOption) *Mosquitto {
 	ln.Close()
 	m.URL = "mqtt://" + m.Addr
 	_, port, _ := net.SplitHostPort(m.Addr)
-	conf := fmt.Sprintf("listener %s 127.0.0.1\npersistence true\npersistence_location %s/\nautosave_interval 1\nautosave_on_changes true\nlog_type error\nlog_type warning\n", port, m.dir)
+	conf := fmt.Sprintf("listener %s 127.0.0.1\npersistence true\npersistence_location %s/\nlog_type error\nlog_type warning\n", port, m.dir)
 	// Run as root, mosquitto would switch to its own user, which cannot read
 	// the test's directory; as anyone else this line is ignored.
 	conf += "user root\n"
+	// By default the broker saves at every change; WithSlowSaves keeps
+	// mosquitto's own default instead.
+	save := "autosave_interval 1\nautosave_on_changes true\n"
 	anon := "allow_anonymous true\n"
 	for _, o := range opts {
-		anon = o(m.dir)
+		switch line := o(m.dir); {
+		case strings.HasPrefix(line, "autosave"):
+			save = line
+		default:
+			anon = line
+		}
 	}
+	conf += save
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
 	if err := os.WriteFile(m.conf, []byte(conf+anon), 0o600); err != nil {
 		t.Fatal(err)
