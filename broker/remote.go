@@ -331,7 +331,7 @@ func (r *Remote) run(ctx context.Context, first paho.Token) {
 
 // drain publishes what waits, oldest first, while the connection holds.
 func (r *Remote) drain(ctx context.Context) {
-	if !r.republish() {
+	if !r.republish(ctx) {
 		return
 	}
 	for ctx.Err() == nil {
@@ -349,7 +349,7 @@ func (r *Remote) drain(ctx context.Context) {
 				_ = r.outbox.Ack(OutboxQueue, it.Seq) // unreadable: nothing to send
 				continue
 			}
-			if r.resendPending() || !r.publishAcked(m) {
+			if r.resendPending() || !r.publishAcked(ctx, m) {
 				return // a new connection: start again with what to publish again
 			}
 			if err := r.outbox.Ack(OutboxQueue, it.Seq); err != nil {
@@ -374,7 +374,7 @@ func (r *Remote) drain(ctx context.Context) {
 // publishAcked publishes at QoS 1 and waits for the broker's
 // acknowledgement; it gives up at once when the connection is lost, since
 // the outbox publishes the message again after the reconnect.
-func (r *Remote) publishAcked(m outboxItem) bool {
+func (r *Remote) publishAcked(ctx context.Context, m outboxItem) bool {
 	r.mu.Lock()
 	lost := r.lost
 	r.mu.Unlock()
@@ -392,6 +392,7 @@ func (r *Remote) publishAcked(m outboxItem) bool {
 		}
 		return true
 	case <-lost:
+	case <-ctx.Done(): // closing: the outbox keeps it for the next start
 	case <-t.C:
 		r.log.Debug("mqtt publish not acknowledged; will resend", "topic", m.Topic)
 	}
@@ -413,7 +414,7 @@ func (r *Remote) remember(m outboxItem) {
 // republish publishes again, after a reconnect, what the broker
 // acknowledged within the window before it. It reports false if the
 // connection failed meanwhile.
-func (r *Remote) republish() bool {
+func (r *Remote) republish(ctx context.Context) bool {
 	r.mu.Lock()
 	if !r.resend {
 		r.mu.Unlock()
@@ -432,7 +433,7 @@ func (r *Remote) republish() bool {
 		r.log.Debug("publishing again what the broker took just before the reconnect", "messages", len(again))
 	}
 	for _, m := range again {
-		if !r.publishAcked(m) {
+		if !r.publishAcked(ctx, m) {
 			return false
 		}
 	}
