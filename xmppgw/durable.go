@@ -124,29 +124,39 @@ func (g *Gateway) remember(r *room, stanzaID string) {
 }
 
 // firstTime reports whether a room message (by the room's id for it) is
-// new, recording it: live delivery and the archive catch-up after a
-// reconnect may both offer the same message.
+// new: live delivery and the archive catch-up after a reconnect may both
+// offer the same message. It records nothing: markSent does, once the
+// message has been handed on, so that a crash in between makes the
+// message new again rather than lost (its requests keep their ids, and
+// the radio link drops a request it already has).
 func (g *Gateway) firstTime(key string) bool {
 	g.mu.Lock()
-	if g.seenMsgs[key] {
-		g.mu.Unlock()
+	seen := g.seenMsgs[key]
+	g.mu.Unlock()
+	if seen {
 		return false
 	}
+	if g.cfg.Spool == nil {
+		return true
+	}
+	s, err := g.cfg.Spool.Seen(key)
+	return err != nil || !s
+}
+
+// markSent records that a room message has been handed on.
+func (g *Gateway) markSent(key string) {
+	g.mu.Lock()
 	g.seenMsgs[key] = true
 	if len(g.seenMsgs) > 10000 {
 		g.seenMsgs = map[string]bool{key: true}
 	}
 	g.mu.Unlock()
 	if g.cfg.Spool == nil {
-		return true
-	}
-	if seen, err := g.cfg.Spool.Seen(key); err == nil && seen {
-		return false
+		return
 	}
 	if err := g.cfg.Spool.Mark(key); err != nil {
 		g.log.Warn("spool: could not record a room message", "err", err)
 	}
-	return true
 }
 
 // requestID derives a send request's id from the room message and chunk,

@@ -163,8 +163,10 @@ func (g *Gateway) handleEvent(ctx context.Context, c *conn, rooms []*room, e eve
 // we sent; anything else from a person goes to the mesh.
 func (g *Gateway) onRoomMessage(ctx context.Context, c *conn, r *room, msg *inMessage) error {
 	sid := msg.stanzaID(r.cfg.JID)
+	// The room's position moves past a message only once it has been dealt
+	// with: a crash before that finds it again in the archive.
 	if sid != "" && msg.Delay == nil {
-		g.remember(r, sid)
+		defer func() { g.remember(r, sid) }()
 	}
 	oid := msg.originID()
 	for _, id := range []string{oid, msg.ID} {
@@ -226,9 +228,11 @@ func (g *Gateway) fromRoom(ctx context.Context, c *conn, r *room, from jid.JID, 
 	}
 	nick := from.Resourcepart()
 	if cmd, ok := strings.CutPrefix(body, "!"); ok && isCommand(cmd) {
+		g.markSent(key)
 		return g.command(ctx, c, r, nick, cmd)
 	}
 	g.toMesh(r, nick, body, key)
+	g.markSent(key)
 	return nil
 }
 

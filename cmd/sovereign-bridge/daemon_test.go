@@ -434,8 +434,9 @@ func TestSplitRolesOverMosquitto(t *testing.T) {
 		}
 		return got
 	}
-	testutil.Eventually(t, 120*time.Second, func() bool { return len(distinct(inRoom())) == texts && len(distinct(onAir())) == lines },
-		"not everything arrived\nxmpp side:\n%s\nradio side:\n%s", xmppLogs, radioLogs)
+	if !testutil.Poll(ctx, 120*time.Second, func() bool { return len(distinct(inRoom())) == texts && len(distinct(onAir())) == lines }) {
+		t.Fatalf("not everything arrived: room has %q\nair has %q\nxmpp side:\n%s\nradio side:\n%s", inRoom(), onAir(), xmppLogs, radioLogs)
+	}
 	room1, air := inRoom(), onAir()
 	t.Logf("mesh -> room: %d of %d in the room (%d copies); room -> mesh: %d of %d on air (%d copies)", len(distinct(room1)), texts, len(room1), len(distinct(air)), lines, len(air))
 	for name, got := range map[string][]string{"room": room1, "air": air} {
