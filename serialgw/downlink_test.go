@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/testutil"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
@@ -27,14 +25,13 @@ type originResults struct {
 func (r *rig) resultsByOrigin(t *testing.T) *originResults {
 	res := &originResults{got: map[string][]meshpb.Routing_Error{}}
 	unsub, err := r.broker.Subscribe(topics.MeshResult, func(_ string, b []byte) {
-		var env meshpb.ServiceEnvelope
-		var rt meshpb.Routing
-		if proto.Unmarshal(b, &env) != nil || proto.Unmarshal(env.GetPacket().GetDecoded().GetPayload(), &rt) != nil {
-			t.Errorf("undecodable result")
+		rt, err := topics.ParseResult(b)
+		if err != nil {
+			t.Errorf("undecodable result: %v", err)
 			return
 		}
 		res.mu.Lock()
-		res.got[env.GetGatewayId()] = append(res.got[env.GetGatewayId()], rt.GetErrorReason())
+		res.got[rt.Origin] = append(res.got[rt.Origin], rt.Reason)
 		res.mu.Unlock()
 	})
 	if err != nil {

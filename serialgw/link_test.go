@@ -112,7 +112,9 @@ type rig struct {
 func startRig(t *testing.T, tr transport, tune func(*serialgw.Config), tuneSim ...func(*meshsim.Config)) *rig {
 	t.Helper()
 	r := launchRig(t, tr, tune, nil, tuneSim...)
-	testutil.Eventually(t, wait, r.radio.Ready, "bridge never completed the handshake")
+	// The radio is ready as soon as it has sent its config; the gateway is
+	// up once it has also subscribed what depends on that config.
+	testutil.Eventually(t, wait, func() bool { return r.radio.Ready() && r.gw.Up() }, "bridge never completed the handshake")
 	return r
 }
 

@@ -31,17 +31,16 @@ type results struct {
 func (r *rig) results(t *testing.T) *results {
 	res := &results{got: map[uint32][]meshpb.Routing_Error{}}
 	unsub, err := r.broker.Subscribe(topics.MeshResult, func(_ string, b []byte) {
-		var env meshpb.ServiceEnvelope
-		var rt meshpb.Routing
-		if proto.Unmarshal(b, &env) != nil || proto.Unmarshal(env.GetPacket().GetDecoded().GetPayload(), &rt) != nil {
-			t.Errorf("undecodable result")
+		rt, err := topics.ParseResult(b)
+		if err != nil {
+			t.Errorf("undecodable result: %v", err)
 			return
 		}
-		if env.GetGatewayId() != "test" {
-			t.Errorf("result for origin %q", env.GetGatewayId())
+		if rt.Origin != "test" {
+			t.Errorf("result for origin %q", rt.Origin)
 		}
 		res.mu.Lock()
-		res.got[env.GetPacket().GetDecoded().GetRequestId()] = append(res.got[env.GetPacket().GetDecoded().GetRequestId()], rt.GetErrorReason())
+		res.got[rt.RequestID] = append(res.got[rt.RequestID], rt.Reason)
 		res.mu.Unlock()
 	})
 	if err != nil {

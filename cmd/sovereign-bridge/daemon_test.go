@@ -207,19 +207,11 @@ func TestSystemdAndMetrics(t *testing.T) {
 // bridge had time to take in (heard at least 300 ms before the kill) shows
 // once.
 func TestSIGKILL(t *testing.T) {
-	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
-	room := "village@" + srv.MUCDomain
+	srv, room, alice := roomWithAlice(t)
 	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room, "alice"); err != nil {
-		t.Fatal(err)
-	}
-
 	radio, addr := startQuietRadio(t)
-
 	dir := t.TempDir()
-	pw := filepath.Join(dir, "pw")
-	os.WriteFile(pw, []byte("bridge-pw\n"), 0o600)
+	pw := bridgePasswordFile(t, dir)
 	start := func() (*exec.Cmd, *safeBuffer) {
 		cmd := exec.Command(binary, "--device", "tcp://"+addr, "--mqtt-listen", "off", "--state-dir", filepath.Join(dir, "state"),
 			"--text-interval", "100ms", "-j", "bridge@"+srv.Domain, "--password-file", pw, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr)
@@ -362,20 +354,12 @@ func TestExternalBrokerDownAtStart(t *testing.T) {
 // in the middle of them the XMPP side is SIGKILLed, then mosquitto is
 // SIGKILLed and restarted, then the XMPP side comes back.
 func TestSplitRolesOverMosquitto(t *testing.T) {
-	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
-	room := "village@" + srv.MUCDomain
+	srv, room, alice := roomWithAlice(t)
 	m := testutil.StartMosquitto(t)
 	ctx := context.Background()
-	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
-	if err := alice.Join(ctx, room, "alice"); err != nil {
-		t.Fatal(err)
-	}
-
 	radio, addr := startQuietRadio(t)
-
 	dir := t.TempDir()
-	pw := filepath.Join(dir, "pw")
-	os.WriteFile(pw, []byte("bridge-pw\n"), 0o600)
+	pw := bridgePasswordFile(t, dir)
 	start := func(name string, args ...string) (*exec.Cmd, *safeBuffer) {
 		cmd := exec.Command(binary, append([]string{"--mqtt-broker", m.URL, "--state-dir", filepath.Join(dir, name), "--text-interval", "100ms"}, args...)...)
 		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+srv.CAFile)
@@ -478,4 +462,27 @@ func startQuietRadio(t *testing.T) (*meshsim.Radio, string) {
 	go func() { defer close(served); _ = serve() }()
 	t.Cleanup(func() { stop(); <-served })
 	return radio, addr.String()
+}
+
+// roomWithAlice starts a Prosody with the accounts bridge and alice, and
+// has alice join the room the bridge will bridge.
+func roomWithAlice(t *testing.T) (*xmpptest.Server, string, *xmpptest.Client) {
+	t.Helper()
+	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("alice", "alice-pw"))
+	room := "village@" + srv.MUCDomain
+	alice := xmpptest.Dial(t, srv, "alice", "alice-pw")
+	if err := alice.Join(context.Background(), room, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	return srv, room, alice
+}
+
+// bridgePasswordFile writes the bridge account's password file into dir.
+func bridgePasswordFile(t *testing.T, dir string) string {
+	t.Helper()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("bridge-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pw
 }
