@@ -465,6 +465,11 @@ func (g *Gateway) enqueue(r *request) error {
 	}
 	if dup {
 		g.log.Debug("send request already accepted before; ignored", "origin", r.origin, "request", r.id)
+		if !g.tx.has(r.origin, r.id) {
+			// Sent already: its result may have been lost with a
+			// requester that stopped, and it asks again until it has one.
+			g.publishResult(r, meshpb.Routing_NONE)
+		}
 		return nil
 	}
 	return g.tx.push(r)

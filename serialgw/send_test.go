@@ -320,4 +320,13 @@ func TestSpoolAcrossRestart(t *testing.T) {
 	if n, _, _, _ := store.Stats("radio-tx"); n != 0 {
 		t.Errorf("%d packets left in the spool after sending", n)
 	}
+
+	// A requester that stopped before its result came asks again: the
+	// packet is not sent twice, and the request gets a result.
+	res := r.results(t)
+	r.send(t, 1, "", "queued 1")
+	res.wait(t, 1, meshpb.Routing_NONE)
+	if n := len(radio.Received()); n != 4 {
+		t.Errorf("radio got %d packets after a request was repeated, want 4", n)
+	}
 }

@@ -101,6 +101,18 @@ func (q *txQueue) pop() {
 	q.mu.Unlock()
 }
 
+// has reports whether a request from origin with id waits or is being sent.
+func (q *txQueue) has(origin string, id uint32) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range q.items {
+		if r.origin == origin && r.id == id {
+			return true
+		}
+	}
+	return false
+}
+
 func (q *txQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()

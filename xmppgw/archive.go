@@ -197,15 +197,16 @@ func (g *Gateway) catchUp(ctx context.Context, c *conn, r *room) error {
 	}
 	n := 0
 	for _, m := range msgs {
+		if !g.ours(r, m.From, m.OccupantID, m.OriginID, m.ID) && m.From.Resourcepart() != "" {
+			n++
+			if err := g.fromRoom(ctx, c, r, m.From, m.Body, roomMsgKey(r, m.ArchiveID, m.OriginID, m.ID)); err != nil {
+				return err
+			}
+		}
+		// Only past a message once it has been dealt with: a crash
+		// before finds it again.
 		if m.ArchiveID != "" {
 			g.remember(r, m.ArchiveID)
-		}
-		if g.ours(r, m.From, m.OccupantID, m.OriginID, m.ID) || m.From.Resourcepart() == "" {
-			continue
-		}
-		n++
-		if err := g.fromRoom(ctx, c, r, m.From, m.Body, roomMsgKey(r, m.ArchiveID, m.OriginID, m.ID)); err != nil {
-			return err
 		}
 	}
 	if n > 0 {

@@ -6,7 +6,10 @@ import (
 	"strconv"
 	"time"
 
+	"mellium.im/xmpp/jid"
+
 	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
 // Spool is the durable store the XMPP gateway keeps in what waits for a
@@ -30,6 +33,12 @@ type spooled struct {
 	Index   uint32    `json:"channel_index"`
 	DM      bool      `json:"dm,omitempty"`
 }
+
+// meshOutQueue keeps the send requests made from room messages until the
+// radio link reports on them. A room message counts as handed to the mesh
+// (and the room's position moves past it) once its requests are here: the
+// broker keeps nothing, and the radio link may die before it keeps them.
+const meshOutQueue = "to-mesh"
 
 func outQueue(room string) string  { return "to-room:" + room }
 func markQueue(room string) string { return "room-mark:" + room }
@@ -166,4 +175,112 @@ func requestID(msgKey string, chunk int) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(msgKey + "#" + strconv.Itoa(chunk)))
 	return h.Sum32() | 1
+}
+
+// pendingSend is a send request as the mesh outbox keeps it, with what a
+// notice about its outcome needs.
+type pendingSend struct {
+	Request []byte    `json:"request"` // as published on topics.MeshTX
+	Room    string    `json:"room"`
+	Nick    string    `json:"nick"`
+	Msg     string    `json:"msg"`
+	Words   string    `json:"words"`
+	Part    int       `json:"part"`
+	Parts   int       `json:"parts"`
+	Asked   time.Time `json:"asked"`
+}
+
+// keepSend records a send request in the mesh outbox before it is
+// published, and remembers it until its outcome arrives. dedupeKey names
+// it by its room message and part: a message offered again after a crash
+// does not add a second copy.
+func (g *Gateway) keepSend(id uint32, info requestInfo, request []byte, dedupeKey string) {
+	if g.cfg.Spool != nil {
+		b, _ := json.Marshal(pendingSend{Request: request, Room: info.room.String(), Nick: info.nick, Msg: info.msg,
+			Words: info.words, Part: info.part, Parts: info.parts, Asked: info.asked})
+		seq, _, err := g.cfg.Spool.Push(meshOutQueue, b, dedupeKey)
+		if err != nil {
+			// Not durable, but still sent while the daemon runs.
+			g.log.Error("spool: could not keep a message for the mesh on disk", "err", err)
+		}
+		info.seq = seq
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if old, ok := g.requests[id]; ok && info.seq == 0 {
+		info.seq = old.seq // kept before a restart, and still waiting
+	}
+	g.requests[id] = info
+}
+
+// sent removes a request the radio link reported on from the outbox.
+func (g *Gateway) sent(seq uint64) {
+	if g.cfg.Spool == nil {
+		return
+	}
+	if err := g.cfg.Spool.Ack(meshOutQueue, seq); err != nil {
+		g.log.Error("spool: could not mark a message for the mesh done; it is offered again after a restart", "err", err)
+	}
+}
+
+// restoreSends takes back what the outbox held when the daemon stopped, so
+// that outcomes arriving later still reach their room.
+func (g *Gateway) restoreSends() {
+	for _, p := range g.pendingSends() {
+		req, err := topics.ParseSendRequest(p.Request)
+		if err != nil {
+			_ = g.cfg.Spool.Ack(meshOutQueue, p.seq)
+			continue
+		}
+		room, err := jid.Parse(p.Room)
+		if err != nil {
+			_ = g.cfg.Spool.Ack(meshOutQueue, p.seq)
+			continue
+		}
+		g.mu.Lock()
+		g.requests[req.ID] = requestInfo{room: room, nick: p.Nick, msg: p.Msg, words: p.Words, part: p.Part, parts: p.Parts, asked: p.Asked, seq: p.seq}
+		g.mu.Unlock()
+	}
+}
+
+// offerAgain publishes again every request the radio link has not reported
+// on. It recognises one it already has, and does not send it twice.
+func (g *Gateway) offerAgain() {
+	pending := g.pendingSends()
+	for _, p := range pending {
+		if err := g.bus.Publish(topics.MeshTX, p.Request, false); err != nil {
+			g.log.Warn("could not offer a waiting message to the radio link again", "err", err)
+			return
+		}
+	}
+	if len(pending) > 0 {
+		g.log.Info("offered the radio link again what it had not reported on", "count", len(pending))
+	}
+}
+
+type keptSend struct {
+	pendingSend
+	seq uint64
+}
+
+func (g *Gateway) pendingSends() []keptSend {
+	if g.cfg.Spool == nil {
+		return nil
+	}
+	items, err := g.cfg.Spool.Peek(meshOutQueue, 0)
+	if err != nil {
+		g.log.Error("spool: could not read the messages waiting for the mesh", "err", err)
+		return nil
+	}
+	out := make([]keptSend, 0, len(items))
+	for _, it := range items {
+		var p pendingSend
+		if json.Unmarshal(it.Data, &p) != nil {
+			g.log.Error("spool: dropping an unreadable message for the mesh", "seq", it.Seq)
+			_ = g.cfg.Spool.Ack(meshOutQueue, it.Seq)
+			continue
+		}
+		out = append(out, keptSend{p, it.Seq})
+	}
+	return out
 }

@@ -97,6 +97,7 @@ type requestInfo struct {
 	part  int    // 1-based
 	parts int    // how many packets the message became
 	asked time.Time
+	seq   uint64 // in the spool's mesh outbox until the radio link reports on it; 0 once it has
 }
 
 // inboxSize bounds what the broker has handed over and the intake loop
@@ -183,6 +184,7 @@ func (g *Gateway) Subscribed() <-chan struct{} { return g.subscribed }
 // both restored and queued anew.
 func (g *Gateway) attach() (rooms []*room, unsubscribe func(), err error) {
 	rooms = make([]*room, len(g.cfg.Rooms))
+	g.restoreSends()
 	for i, rc := range g.cfg.Rooms {
 		r := newRoom(rc, &g.cfg, g.log)
 		r.unacked = g.restoreRoom(r)
@@ -239,6 +241,7 @@ func (g *Gateway) SpoolQueues() map[string]string {
 	for _, r := range g.cfg.Rooms {
 		q["room:"+r.JID.String()] = outQueue(r.JID.String())
 	}
+	q["to-mesh"] = meshOutQueue
 	return q
 }
 
@@ -396,6 +399,7 @@ func (g *Gateway) onStatus(_ string, payload []byte) {
 		return
 	}
 	g.mu.Lock()
+	wasUp := g.radioUp()
 	g.status = s
 	up := g.radioUp()
 	if up {
@@ -410,6 +414,12 @@ func (g *Gateway) onStatus(_ string, payload []byte) {
 		for _, r := range g.cfg.Rooms {
 			g.say(r.JID, airtimeNotice)
 		}
+	}
+	if up && !wasUp {
+		// A radio link that has just come up (or that this gateway has
+		// just heard of) may have lost what was published before: it
+		// started after, or died between taking a request in and keeping it.
+		g.offerAgain()
 	}
 }
 
@@ -429,8 +439,15 @@ func (g *Gateway) onResult(_ string, payload []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	info, ok := g.requests[id]
+	if ok && info.seq != 0 {
+		// The radio link has it (or has refused it): the outbox need not
+		// offer it again.
+		g.sent(info.seq)
+		info.seq = 0
+		g.requests[id] = info
+	}
 	for rid, ri := range g.requests {
-		if now.Sub(ri.asked) > 10*time.Minute {
+		if ri.seq == 0 && now.Sub(ri.asked) > 10*time.Minute {
 			delete(g.requests, rid)
 		}
 	}
@@ -503,9 +520,6 @@ func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 	words := firstWords(body)
 	for i, c := range chunks {
 		id := requestID(msgKey, i)
-		g.mu.Lock()
-		g.requests[id] = requestInfo{room: r.cfg.JID, nick: nick, msg: msgKey, words: words, part: i + 1, parts: len(chunks), asked: time.Now()}
-		g.mu.Unlock()
 		req := topics.SendRequest{Origin: topics.OriginXMPP, ID: id, To: mesh.Broadcast, Channel: r.cfg.Channel,
 			Data: &meshpb.Data{Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(c)}}
 		if r.cfg.ByIndex {
@@ -513,6 +527,8 @@ func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 		}
 		b, err := req.Marshal()
 		if err == nil {
+			info := requestInfo{room: r.cfg.JID, nick: nick, msg: msgKey, words: words, part: i + 1, parts: len(chunks), asked: time.Now()}
+			g.keepSend(id, info, b, fmt.Sprintf("to-mesh:%s#%d", msgKey, i))
 			err = g.bus.Publish(topics.MeshTX, b, false)
 		}
 		if err != nil {

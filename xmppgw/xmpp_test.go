@@ -5,6 +5,7 @@ package xmppgw_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -724,5 +727,135 @@ func TestAirtimeBlockedTold(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("told %d times, want once", n)
+	}
+}
+
+// A room message whose send request the radio link lost (it died between
+// taking the request from the broker and keeping it) is offered again when
+// the link comes back, also by a gateway restarted meanwhile, until the
+// link reports on it; then never again. The test plays the radio link on
+// the broker, to lose a request at exactly that point.
+func TestLostSendRequestOfferedAgain(t *testing.T) {
+	srv, room, alice := startRoom(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, err := broker.NewEmbedded(broker.Config{Listen: broker.Off}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var mu sync.Mutex
+	var offered []topics.SendRequest
+	unsub, err := b.Subscribe(topics.MeshTX, func(_ string, p []byte) {
+		req, err := topics.ParseSendRequest(p)
+		if err != nil {
+			t.Errorf("undecodable send request: %v", err)
+			return
+		}
+		mu.Lock()
+		offered = append(offered, req)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	offers := func() []topics.SendRequest {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(offered)
+	}
+	link := func(state topics.LinkState) {
+		t.Helper()
+		rec, _ := json.Marshal(topics.StatusRecord{State: state, Since: time.Now().UTC().Format(time.RFC3339)})
+		if err := b.Publish(topics.BridgeStatus, rec, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link(topics.LinkOnline)
+
+	cfg := xmppgw.Config{
+		JID: jid.MustParse("bridge@" + srv.Domain), Password: "bridge-pw", Server: srv.Addr, RootCAs: srv.RootCAs(),
+		Rooms: []xmppgw.Room{{JID: room, Nick: "meshbridge"}}, Spool: openSpool(t),
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+	}
+	run := func() (stop func()) {
+		g, err := xmppgw.New(cfg, b, testLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		gctx, gcancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- g.Run(gctx) }()
+		testutil.Eventually(t, wait, g.Connected, "bridge never connected")
+		return func() { gcancel(); <-done }
+	}
+	stop := run()
+	alice.WaitPresence(t, wait, func(p xmpptest.Presence) bool { return p.Nick == "meshbridge" && p.Type == "" })
+	if _, err := alice.Say(ctx, room.String(), "lost on the way"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool { return len(offers()) == 1 }, "the room message was never offered to the radio link")
+	first := offers()[0]
+	if got := string(first.Data.GetPayload()); got != "alice: lost on the way" {
+		t.Fatalf("offered %q", got)
+	}
+
+	// The link goes away and comes back: what it never reported on is offered again.
+	link(topics.LinkDisconnected)
+	link(topics.LinkOnline)
+	testutil.Eventually(t, wait, func() bool { return len(offers()) == 2 }, "not offered again when the link came back")
+
+	// Across a restart of the gateway, too (the link's status is retained).
+	stop()
+	stop = run()
+	defer func() { stop() }()
+	testutil.Eventually(t, wait, func() bool { return len(offers()) == 3 }, "not offered again after a restart")
+	for _, req := range offers() {
+		if req.ID != first.ID || !proto.Equal(req.Data, first.Data) || req.Origin != topics.OriginXMPP {
+			t.Errorf("offered again as %+v, want the same request as %+v", req, first)
+		}
+	}
+
+	// Once the link reports on it, it is not offered again.
+	res, _ := topics.Result{Origin: topics.OriginXMPP, RequestID: first.ID, Reason: meshpb.Routing_NONE}.Marshal()
+	if err := b.Publish(topics.MeshResult, res, false); err != nil {
+		t.Fatal(err)
+	}
+	// A second room message, offered after the result, marks that the
+	// result was taken in (one intake loop, in order).
+	if _, err := alice.Say(ctx, room.String(), "second"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool { return len(offers()) == 4 }, "the second room message was never offered")
+	link(topics.LinkDisconnected)
+	link(topics.LinkOnline)
+	testutil.Eventually(t, wait, func() bool { return len(offers()) == 5 }, "the second message was not offered again")
+	if got := offers()[4]; got.ID == first.ID {
+		t.Errorf("the request the link reported on was offered again")
+	}
+	// The link reporting on the second, nothing is left: an empty outbox
+	// offers nothing, as the broker's order shows with a third message.
+	res, _ = topics.Result{Origin: topics.OriginXMPP, RequestID: offers()[4].ID, Reason: meshpb.Routing_NONE}.Marshal()
+	b.Publish(topics.MeshResult, res, false)
+	if _, err := alice.Say(ctx, room.String(), "third"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool { return len(offers()) == 6 }, "the third room message was never offered")
+	link(topics.LinkDisconnected)
+	link(topics.LinkOnline)
+	if _, err := alice.Say(ctx, room.String(), "fourth"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, wait, func() bool { return len(offers()) >= 8 }, "the fourth room message was never offered")
+	var texts []string
+	for _, req := range offers()[6:] {
+		texts = append(texts, string(req.Data.GetPayload()))
+	}
+	if want := []string{"alice: third", "alice: fourth"}; !slices.Equal(texts, want) {
+		t.Errorf("after the link came back: offered %q, want %q (only what it had not reported on)", texts, want)
 	}
 }

@@ -268,14 +268,18 @@ func TestSIGKILL(t *testing.T) {
 		}
 		return n
 	}
-	testutil.Eventually(t, 90*time.Second, func() bool {
+	missing := func() []string {
+		var out []string
 		for _, s := range said {
 			if countOnRadio(s) == 0 {
-				return false
+				out = append(out, s)
 			}
 		}
-		return true
-	}, "not every room message reached the radio\n%s", logs)
+		return out
+	}
+	if !testutil.Poll(context.Background(), 90*time.Second, func() bool { return len(missing()) == 0 }) {
+		t.Fatalf("room messages that never reached the radio: %q\n%s", missing(), logs)
+	}
 	for _, s := range said {
 		if n := countOnRadio(s); n != 1 {
 			t.Errorf("%q reached the radio %d times", s, n)

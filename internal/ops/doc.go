@@ -27,8 +27,8 @@
 //	reconnects_total              counter  side=radio|xmpp                   Times a link was lost.
 //	up                            gauge    side=radio|xmpp                   Whether a side is connected (1) or not (0).
 //	queue_depth                   gauge    side=radio                        Messages waiting to be sent.
-//	spool_depth                   gauge    queue=radio|room:<room JID>       Messages waiting on disk for the other side.
-//	spool_oldest_age_seconds      gauge    queue=radio|room:<room JID>       Age of the oldest message waiting on disk.
+//	spool_depth                   gauge    queue=radio|to-mesh|room:<room JID> Messages waiting on disk for the other side.
+//	spool_oldest_age_seconds      gauge    queue=radio|to-mesh|room:<room JID> Age of the oldest message waiting on disk.
 //	airtime_used_seconds          gauge                                      Airtime bridged packets used in the window.
 //	airtime_budget_seconds        gauge                                      Airtime bridged packets may use in the window.
 //	airtime_blocked               gauge                                      Whether packets for the mesh wait for airtime (1) or not (0).
