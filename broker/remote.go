@@ -59,6 +59,9 @@ type Remote struct {
 	lossy     []lossyMessage  // Meshtastic topics waiting for a connection
 	pending   []lossyMessage  // received for no subscriber yet
 	dropped   int             // lossy messages dropped during this outage
+	// willTopicState is the last retained message published on the
+	// will's topic, restated after each reconnect.
+	willTopicState []byte
 }
 
 // Outbox is the durable queue the bridge's own messages wait in; the spool
@@ -130,6 +133,19 @@ type RemoteConfig struct {
 	// RepublishWindow is how far back from a lost connection acknowledged
 	// messages are published again; 0 means DefaultRepublishWindow.
 	RepublishWindow time.Duration
+	// Will, if set, is published by the broker if the connection drops
+	// without a goodbye (the daemon killed, the network gone), so that
+	// others learn it is away.
+	Will *Will
+}
+
+// Will is a retained message the broker publishes at QoS 1 for a
+// connection that drops. After every reconnect, the last retained message
+// published on its topic is published again, over the will the broker
+// may have published meanwhile.
+type Will struct {
+	Topic   string
+	Payload []byte
 }
 
 // Validate checks the URL without touching the network.
@@ -264,6 +280,9 @@ func (r *Remote) options(u *url.URL) (*paho.ClientOptions, error) {
 	}
 	if r.cfg.Password != "" {
 		opts.SetPassword(r.cfg.Password.Reveal())
+	}
+	if w := r.cfg.Will; w != nil {
+		opts.SetBinaryWill(w.Topic, w.Payload, 1, true)
 	}
 	if r.cfg.CAFile != "" {
 		pem, err := os.ReadFile(r.cfg.CAFile)
@@ -468,7 +487,16 @@ func (r *Remote) onConnect(c paho.Client) {
 	for f, h := range r.subs {
 		subs[f] = h
 	}
+	restate := r.resend && r.cfg.Will != nil && r.willTopicState != nil
+	state := r.willTopicState
 	r.mu.Unlock()
+	if restate {
+		// The broker may have published the will while the connection was
+		// down; the state it stands for is published again after it.
+		if err := r.Publish(r.cfg.Will.Topic, state, true); err != nil {
+			r.log.Error("could not restate after a reconnect", "topic", r.cfg.Will.Topic, "err", err)
+		}
+	}
 	for filter, h := range subs {
 		go func() {
 			if err := r.subscribe(filter, h); err != nil {
@@ -511,6 +539,11 @@ func (r *Remote) dispatch(topic string, payload []byte) {
 // outbox until the broker has it; the error is the outbox's (a full disk).
 // Any other is published at once, or queued while the broker is away.
 func (r *Remote) Publish(topic string, payload []byte, retain bool) error {
+	if w := r.cfg.Will; w != nil && retain && topic == w.Topic {
+		r.mu.Lock()
+		r.willTopicState = bytes.Clone(payload)
+		r.mu.Unlock()
+	}
 	if r.cfg.Reliable != nil && r.cfg.Reliable(topic) {
 		b, err := json.Marshal(outboxItem{Topic: topic, Payload: payload, Retain: retain})
 		if err != nil {

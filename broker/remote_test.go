@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -220,4 +222,88 @@ func TestRemoteRepublishAfterLongOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool { got, _ := box.distinct(); return len(got) == 3 }, "messages lost with the broker's crash")
+}
+
+// cuttableProxy forwards TCP connections to target until cut closes them
+// all at once, as a network that goes away does: the broker sees the
+// connection end without a goodbye.
+type cuttableProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startProxy(t *testing.T, target string) *cuttableProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cuttableProxy{ln: ln}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); p.cut(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(out, in); out.Close() }()
+			go func() { defer wg.Done(); io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cuttableProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// A connection that drops without a goodbye leaves the will on its topic;
+// once the bridge is connected again, its last state there is restated.
+func TestRemoteWillAndRestate(t *testing.T) {
+	m := testutil.StartMosquitto(t)
+	proxy := startProxy(t, m.Addr)
+	const topic = "sovereign/bridge/status/!00000001"
+	watcher := dialRemote(t, RemoteConfig{URL: m.URL, Reliable: func(string) bool { return true }})
+	seen := &collector{}
+	if _, err := watcher.Subscribe(topic, seen.add); err != nil {
+		t.Fatal(err)
+	}
+	r := dialRemote(t, RemoteConfig{URL: "mqtt://" + proxy.ln.Addr().String(), Reliable: func(string) bool { return true },
+		Outbox: openOutbox(t), Will: &Will{Topic: topic, Payload: []byte("gone")},
+		// The state is older than what is republished after a loss anyway.
+		RepublishWindow: time.Nanosecond})
+	if err := r.Publish(topic, []byte("here"), true); err != nil {
+		t.Fatal(err)
+	}
+	got := func() []string {
+		seen.mu.Lock()
+		defer seen.mu.Unlock()
+		return slices.Clone(seen.got)
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return slices.Equal(got(), []string{"here"}) }, "state never published: %q", got())
+	testutil.Eventually(t, 30*time.Second, r.Connected, "not connected")
+	proxy.cut()
+	testutil.Eventually(t, 30*time.Second, func() bool { return len(got()) >= 2 }, "no will after the connection dropped: %q", got())
+	testutil.Eventually(t, 30*time.Second, func() bool { g := got(); return g[len(g)-1] == "here" }, "state not restated after the reconnect: %q", got())
+	if g := got(); g[1] != "gone" {
+		t.Errorf("after the drop: %q, want the will, then the state again", g)
+	}
 }

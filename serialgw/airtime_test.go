@@ -32,7 +32,8 @@ func (r *rig) sendData(t *testing.T, id uint32, port meshpb.PortNum, payload []b
 	}
 }
 
-// statusRecords collects the bridge status records published from now on.
+// statusRecords collects the status records of every radio side published
+// from now on.
 type statusRecords struct {
 	mu   sync.Mutex
 	recs []map[string]any
@@ -40,7 +41,7 @@ type statusRecords struct {
 
 func (r *rig) statuses(t *testing.T) *statusRecords {
 	st := &statusRecords{}
-	unsub, err := r.broker.Subscribe(topics.BridgeStatus, func(_ string, b []byte) {
+	unsub, err := r.broker.Subscribe(topics.StatusFilter, func(_ string, b []byte) {
 		var m map[string]any
 		if err := json.Unmarshal(b, &m); err != nil {
 			t.Errorf("status record %q: %v", b, err)

@@ -37,6 +37,10 @@ type Bus interface {
 // Config configures the radio link.
 type Config struct {
 	Device Device
+	// Mesh is the name of the mesh the radio is on, as the operator gives
+	// it with --mesh: radios with the same name are one mesh. It goes into
+	// the radio record; empty when not given.
+	Mesh string
 	// Root overrides the topic root; empty means msh/<region of the radio>.
 	Root string
 	// Encrypt publishes envelopes encrypted with the channel key, as the
@@ -47,7 +51,8 @@ type Config struct {
 	// from the Meshtastic topics (the firmware waives the rule for brokers
 	// on private addresses), and no PKI direct message is published at all.
 	PublicBroker bool
-	// StateDir keeps the node database; empty keeps nothing.
+	// StateDir keeps the node database and the radio's node id; empty
+	// keeps nothing.
 	StateDir string
 	// Spool keeps the transmit queue and the heard packets across
 	// restarts; nil keeps them in memory only.
@@ -142,6 +147,11 @@ type Gateway struct {
 	upSince         time.Time
 	status          topics.StatusRecord // as last published, without the airtime state
 	airBlockedSince time.Time
+	// gwID is the gateway id the radio side's records and per-radio send
+	// topic end in: the radio's node id, as kept in the state directory
+	// and then as of the last handshake; "" until a radio first answers.
+	gwID    string
+	txUnsub func() // the subscription of MeshTXTo(gwID), for the whole of Run
 }
 
 // New builds the radio link. Run starts it.
@@ -157,6 +167,12 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		}
 		log.Warn("node database", "err", err)
 	}
+	// The gateway id from the last run: with it the status is published,
+	// and the radio's send topic taken, before the radio answers.
+	id, err := loadRadioNode(cfg.StateDir)
+	if err != nil {
+		log.Warn("ignoring the kept radio node id; the radio's handshake tells it", "err", err)
+	}
 	return &Gateway{
 		cfg: cfg, bus: bus, log: log.With("component", "radio"),
 		tx: newTxQueue(cfg.QueueLimit), pace: newPacer(cfg.TextInterval),
@@ -165,6 +181,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		// As many as the transmit queue holds: a burst the queue would take
 		// is not refused at the door.
 		inbox: intake.New(cfg.QueueLimit),
+		gwID:  id,
 	}, nil
 }
 
@@ -179,6 +196,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		for _, u := range unsubs {
 			u()
 		}
+		g.dropTxSubscription()
 		// What was handed over before the subscriptions ended is still
 		// taken in: it was published to us.
 		stopIntake()
@@ -198,6 +216,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return err
 		}
 		unsubs = append(unsubs, unsub)
+	}
+	// Requests for the radio of the last run are taken at once; a
+	// handshake with another radio moves the subscription.
+	g.mu.Lock()
+	id := g.gwID
+	g.mu.Unlock()
+	if id != "" {
+		if err := g.subscribeTxTo(id); err != nil {
+			stopListening()
+			return err
+		}
 	}
 	for _, n := range g.nodes.all() {
 		g.publishNode(n)
@@ -299,6 +328,13 @@ func (g *Gateway) onHandshake(r *radioState) {
 	root := topics.Root(g.cfg.Root, r.region())
 	g.air.configure(r.lora, g.cfg.AirtimeWindow, g.cfg.AirtimeShare)
 	g.dropRadioSubscriptions()
+	id := r.gatewayID()
+	g.mu.Lock()
+	old := g.gwID
+	g.mu.Unlock()
+	if id != old {
+		g.moveGateway(old, id)
+	}
 	g.mu.Lock()
 	g.radio, g.root, g.upSince = r, root, time.Now()
 	g.mu.Unlock()
@@ -330,12 +366,62 @@ func (g *Gateway) onHandshake(r *radioState) {
 	g.unsubs = unsubs
 	g.mu.Unlock()
 
-	g.publishJSON(topics.BridgeRadio, r.info(root), true)
+	g.publishJSON(topics.Radio(id), r.info(root, g.cfg.Mesh), true)
 	g.earlyLogged.Store(false)
 	g.up.Store(true)
 	g.publishStatus(topics.LinkOnline, "")
 	g.log.Info("radio ready", "node", r.gatewayID(), "name", r.self.GetLongName(), "firmware", r.firmware,
 		"region", r.region(), "preset", r.presetName(), "root", root, "client_proxy", r.proxyActive(), "queued", g.tx.len())
+}
+
+// moveGateway makes id, the node id of a radio that differs from the one
+// known before (old, "" if none), the radio side's gateway id. The send
+// topic of the new radio is subscribed before it is reported online,
+// since a requester sends to a radio once it sees it online; the old
+// radio's records are cleared, so nobody sends to it here any more.
+func (g *Gateway) moveGateway(old, id string) {
+	if old != "" {
+		g.log.Info("another radio answered; its node id becomes the gateway id", "old", old, "node", id)
+	}
+	g.dropTxSubscription()
+	if err := g.subscribeTxTo(id); err != nil {
+		// Requests on topics.MeshTX still come in.
+		g.log.Error("subscribe", "filter", topics.MeshTXTo(id), "err", err)
+	}
+	if err := saveRadioNode(g.cfg.StateDir, id); err != nil {
+		g.log.Warn("cannot keep the radio's node id; after a restart its status waits for the handshake", "err", err)
+	}
+	g.mu.Lock()
+	g.gwID = id
+	g.mu.Unlock()
+	if old != "" {
+		// An empty retained message removes the retained record.
+		g.publish(topics.Status(old), nil, true)
+		g.publish(topics.Radio(old), nil, true)
+	}
+}
+
+// subscribeTxTo subscribes the send topic of the radio whose gateway id is
+// id, with the same handler as topics.MeshTX.
+func (g *Gateway) subscribeTxTo(id string) error {
+	unsub, err := g.bus.Subscribe(topics.MeshTXTo(id), g.handOver(g.onMeshTX, g.refuseMeshTX))
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.txUnsub = unsub
+	g.mu.Unlock()
+	return nil
+}
+
+func (g *Gateway) dropTxSubscription() {
+	g.mu.Lock()
+	unsub := g.txUnsub
+	g.txUnsub = nil
+	g.mu.Unlock()
+	if unsub != nil {
+		unsub()
+	}
 }
 
 func (g *Gateway) dropRadioSubscriptions() {
@@ -350,25 +436,23 @@ func (g *Gateway) dropRadioSubscriptions() {
 
 func (g *Gateway) publishStatus(state topics.LinkState, errText string) {
 	g.mu.Lock()
-	g.status = topics.StatusRecord{State: state, Device: g.cfg.Device.String(), Since: time.Now().UTC().Format(time.RFC3339), Error: errText}
-	if g.radio != nil {
-		g.status.Node = g.radio.gatewayID()
-	}
+	g.status = topics.StatusRecord{State: state, Device: g.cfg.Device.String(), Since: time.Now().UTC().Format(time.RFC3339), Error: errText, Node: g.gwID}
 	g.mu.Unlock()
 	g.republishStatus()
 }
 
 // republishStatus publishes the status record as last set, with the
-// current airtime state.
+// current airtime state. Until a radio first answers there is no gateway
+// id to publish it under: it is kept, and the next publish is current.
 func (g *Gateway) republishStatus() {
 	g.mu.Lock()
-	rec := g.status
+	rec, id := g.status, g.gwID
 	if g.airBlocked.Load() {
 		rec.AirtimeBlocked, rec.AirtimeBlockedSince = true, g.airBlockedSince.UTC().Format(time.RFC3339)
 	}
 	g.mu.Unlock()
-	if rec.State != "" {
-		g.publishJSON(topics.BridgeStatus, rec, true)
+	if rec.State != "" && id != "" {
+		g.publishJSON(topics.Status(id), rec, true)
 	}
 }
 
@@ -498,10 +582,10 @@ func (g *Gateway) handOver(handle, refuse func(topic string, payload []byte)) fu
 var errBehind = fmt.Errorf("%w: requests arrive faster than they can be kept", errQueueFull)
 
 // refuseMeshTX answers a send request the intake has no room for.
-func (g *Gateway) refuseMeshTX(_ string, payload []byte) {
+func (g *Gateway) refuseMeshTX(topic string, payload []byte) {
 	req, err := topics.ParseSendRequest(payload)
 	if err != nil {
-		g.malformedRequest(err)
+		g.malformedRequest(topic, err)
 		return
 	}
 	g.refuse(&request{id: req.ID, origin: req.Origin, channel: req.ChannelIndex}, refusal(errBehind), errBehind)
@@ -519,17 +603,17 @@ func (g *Gateway) refuseDownlink(topic string, _ []byte) {
 	g.rejectDownlink(&request{origin: topics.OriginJSONDownlink, id: g.ids.next(), root: t.Root}, errBehind)
 }
 
-func (g *Gateway) malformedRequest(err error) {
+func (g *Gateway) malformedRequest(topic string, err error) {
 	g.Stats.DownlinkRejected.Add(1)
-	g.log.Warn("ignoring malformed send request", "topic", topics.MeshTX, "err", err)
+	g.log.Warn("ignoring malformed send request", "topic", topic, "err", err)
 }
 
-// onMeshTX takes in a send request from another gateway: validate, keep,
-// queue.
-func (g *Gateway) onMeshTX(_ string, payload []byte) {
+// onMeshTX takes in a send request from another gateway, on topics.MeshTX
+// or this radio's own send topic: validate, keep, queue.
+func (g *Gateway) onMeshTX(topic string, payload []byte) {
 	req, err := topics.ParseSendRequest(payload)
 	if err != nil {
-		g.malformedRequest(err)
+		g.malformedRequest(topic, err)
 		return
 	}
 	r := &request{id: req.ID, origin: req.Origin, to: req.To, channel: req.ChannelIndex, data: req.Data}

@@ -27,8 +27,9 @@ import (
 func (r *rig) sub(t *testing.T, filter string) *testutil.Lines {
 	t.Helper()
 	testutil.NeedCommand(t, "mosquitto_sub")
-	lines := testutil.Start(t, "mosquitto_sub", "-h", r.host, "-p", r.port, "-u", "tool", "-P", "tool-pw", "-t", filter, "-t", topics.BridgeStatus, "-F", "%t %x")
-	lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, topics.BridgeStatus+" ") })
+	status := topics.Status(mesh.NodeID(r.radio.Config().NodeNum))
+	lines := testutil.Start(t, "mosquitto_sub", "-h", r.host, "-p", r.port, "-u", "tool", "-P", "tool-pw", "-t", filter, "-t", status, "-F", "%t %x")
+	lines.WaitFor(t, wait, func(s string) bool { return strings.HasPrefix(s, status+" ") })
 	return lines
 }
 

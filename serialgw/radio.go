@@ -91,12 +91,13 @@ func (r *radioState) proxyActive() bool {
 	return r.mqtt.GetEnabled() && r.mqtt.GetProxyToClientEnabled()
 }
 
-// info is the radio's retained record.
-func (r *radioState) info(root string) topics.RadioRecord {
+// info is the radio's retained record; meshName is the operator's name
+// for the mesh it is on.
+func (r *radioState) info(root, meshName string) topics.RadioRecord {
 	in := topics.RadioRecord{
 		ID: r.gatewayID(), Num: r.myNum, LongName: r.self.GetLongName(), ShortName: r.self.GetShortName(),
 		Firmware: r.firmware, HWModel: r.hwModel.String(), Region: r.region(), Preset: r.lora.GetModemPreset().String(),
-		HopLimit: r.hopLimit(), RebootCount: r.rebootCount, Root: root, Proxy: r.proxyActive(),
+		HopLimit: r.hopLimit(), RebootCount: r.rebootCount, Root: root, Proxy: r.proxyActive(), Mesh: meshName,
 	}
 	for i, c := range r.channels {
 		name, ok := r.channelName(uint32(i))

@@ -67,8 +67,14 @@ func (res *results) wait(t *testing.T, id uint32, want ...meshpb.Routing_Error) 
 	}
 }
 
-// send asks the radio link to send a text, as the XMPP gateway will.
+// send asks every radio side to send a text, on topics.MeshTX.
 func (r *rig) send(t *testing.T, id uint32, channel, text string) {
+	t.Helper()
+	r.sendOn(t, topics.MeshTX, id, channel, text)
+}
+
+// sendOn asks for a text on a send topic, as the XMPP gateway does.
+func (r *rig) sendOn(t *testing.T, topic string, id uint32, channel, text string) {
 	t.Helper()
 	b, _ := proto.Marshal(&meshpb.ServiceEnvelope{
 		GatewayId: "test", ChannelId: channel,
@@ -76,7 +82,7 @@ func (r *rig) send(t *testing.T, id uint32, channel, text string) {
 			Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(text),
 		}}},
 	})
-	if err := r.broker.Publish(topics.MeshTX, b, false); err != nil {
+	if err := r.broker.Publish(topic, b, false); err != nil {
 		t.Fatal(err)
 	}
 }

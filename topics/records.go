@@ -39,8 +39,8 @@ type NodeRecord struct {
 	LastHeard uint32 `json:"last_heard,omitempty"` // unix seconds
 }
 
-// RadioRecord is the bridge's own radio as of its last handshake:
-// retained JSON on BridgeRadio.
+// RadioRecord is a radio side's radio as of its last handshake: retained
+// JSON on Radio(ID).
 type RadioRecord struct {
 	ID          string          `json:"id"` // the radio's node id, the gateway id on every topic
 	Num         uint32          `json:"num"`
@@ -55,6 +55,10 @@ type RadioRecord struct {
 	Root        string          `json:"mqtt_root"`
 	Proxy       bool            `json:"mqtt_client_proxy"`
 	Channels    []ChannelRecord `json:"channels"` // the enabled ones
+	// Mesh is the mesh the operator says the radio is on (--mesh): radios
+	// with the same name are on one mesh, and a room message goes out on
+	// one of them. Empty when not given.
+	Mesh string `json:"mesh,omitempty"`
 }
 
 // ChannelRecord is one enabled channel of the radio, in RadioRecord.
@@ -81,7 +85,7 @@ const (
 	LinkOffline LinkState = "offline"
 )
 
-// StatusRecord is the radio link's state: retained JSON on BridgeStatus.
+// StatusRecord is a radio link's state: retained JSON on Status(Node).
 type StatusRecord struct {
 	State  LinkState `json:"state"`
 	Device string    `json:"device"`

@@ -17,7 +17,8 @@
 //     gateways of this daemon meet. Only the bridge writes them; local
 //     tools may read them. Their payloads are the types of this package:
 //     SendRequest and Result (protobuf), NodeRecord, RadioRecord and
-//     StatusRecord (JSON), and MaxTextBytes bounds a text.
+//     StatusRecord (JSON), and MaxTextBytes bounds a text. Records of a
+//     radio end in its gateway id, so several radios share a broker.
 //
 // JSON field names and topic strings do not change: local tools rely on
 // them.
@@ -135,32 +136,42 @@ func Parse(topic string) (Topic, error) {
 }
 
 // Bridge topics: written only by the bridge (the broker refuses them to
-// network clients unless a write rule names them).
+// network clients unless a write rule names them). Several radio sides
+// may meet on one broker: the streams name the radio in their payload
+// (the envelope's gateway_id, the result's packet.from), and the retained
+// records and the per-radio send topic end in the radio's gateway id, the
+// "!xxxxxxxx" id of its node.
 const (
 	bridgeRoot = "sovereign"
 
-	// MeshRX carries every packet heard by the radio as a decoded
+	// MeshRX carries every packet heard by a radio as a decoded
 	// ServiceEnvelope (channel_id = channel name, gateway_id = the radio).
 	MeshRX = bridgeRoot + "/mesh/rx"
 	// MeshTX carries packets to send on the mesh: SendRequest, a decoded
 	// ServiceEnvelope whose gateway_id names the origin (OriginXMPP) and
-	// whose packet id is the origin's request id. The outcome comes back
-	// on MeshResult.
+	// whose packet id is the origin's request id. Every radio side on the
+	// broker sends what comes on MeshTX itself; MeshTXTo(gateway) names one
+	// radio, as the XMPP side always does. The outcome comes back on
+	// MeshResult.
 	MeshTX = bridgeRoot + "/mesh/tx"
-	// MeshResult carries the outcome of each MeshTX request (and of each
+	// MeshResult carries the outcome of each send request (and of each
 	// JSON downlink, under OriginJSONDownlink): Result, a decoded
-	// ROUTING_APP packet whose request_id is the request's id and whose
-	// gateway_id is copied from the request. A request refused before it
-	// was queued (too large, the queue full, no such channel, the spool
-	// failing) gets exactly one, with the reason.
+	// ROUTING_APP packet whose request_id is the request's id, whose
+	// gateway_id is copied from the request and whose packet.from is the
+	// radio's node number. A request refused before it was queued (too
+	// large, the queue full, no such channel, the spool failing) gets
+	// exactly one, with the reason.
 	MeshResult = bridgeRoot + "/mesh/result"
-	// BridgeStatus is retained JSON: StatusRecord, the radio link's state.
-	BridgeStatus = bridgeRoot + "/bridge/status"
-	// BridgeRadio is retained JSON: RadioRecord, the radio's own node,
-	// firmware, region, preset and channels.
-	BridgeRadio = bridgeRoot + "/bridge/radio"
 
-	nodesPrefix = bridgeRoot + "/mesh/nodes/"
+	txPrefix     = MeshTX + "/"
+	statusPrefix = bridgeRoot + "/bridge/status/"
+	radioPrefix  = bridgeRoot + "/bridge/radio/"
+	nodesPrefix  = bridgeRoot + "/mesh/nodes/"
+
+	// StatusFilter matches every radio side's status record.
+	StatusFilter = statusPrefix + "+"
+	// RadioFilter matches every radio side's radio record.
+	RadioFilter = radioPrefix + "+"
 	// NodesFilter matches every retained node record (NodeRecord).
 	NodesFilter = nodesPrefix + "+"
 )
@@ -169,11 +180,30 @@ const (
 // only the bridge writes and which cross an external broker at QoS 1.
 func IsBridgeTopic(topic string) bool { return strings.HasPrefix(topic, bridgeRoot+"/") }
 
+// MeshTXTo is the send topic of the radio whose gateway id is gateway:
+// SendRequest, as on MeshTX, sent by that radio alone.
+func MeshTXTo(gateway string) string { return txPrefix + gateway }
+
+// Status is the retained topic of a radio side's StatusRecord. An empty
+// retained message there means the radio side no longer uses that radio.
+func Status(gateway string) string { return statusPrefix + gateway }
+
+// StatusGateway returns the gateway id of a Status topic.
+func StatusGateway(topic string) (string, bool) { return lastSegment(topic, statusPrefix) }
+
+// Radio is the retained topic of a radio side's RadioRecord.
+func Radio(gateway string) string { return radioPrefix + gateway }
+
+// RadioGateway returns the gateway id of a Radio topic.
+func RadioGateway(topic string) (string, bool) { return lastSegment(topic, radioPrefix) }
+
 // Node is the retained topic of one node's record, keyed by its "!xxxxxxxx" id.
 func Node(id string) string { return nodesPrefix + id }
 
 // NodeID returns the node id of a Node topic.
-func NodeID(topic string) (string, bool) {
-	id, ok := strings.CutPrefix(topic, nodesPrefix)
+func NodeID(topic string) (string, bool) { return lastSegment(topic, nodesPrefix) }
+
+func lastSegment(topic, prefix string) (string, bool) {
+	id, ok := strings.CutPrefix(topic, prefix)
 	return id, ok && id != "" && !strings.Contains(id, "/")
 }

@@ -81,3 +81,31 @@ func TestNodeTopic(t *testing.T) {
 		}
 	}
 }
+
+// The records of a radio side end in its gateway id, and each topic gives
+// the id back; a topic of another family, or with more segments, does not.
+func TestGatewayTopics(t *testing.T) {
+	for _, tc := range []struct {
+		topic string
+		parse func(string) (string, bool)
+		want  string
+	}{
+		{Status("!a1b2c3d4"), StatusGateway, "sovereign/bridge/status/!a1b2c3d4"},
+		{Radio("!a1b2c3d4"), RadioGateway, "sovereign/bridge/radio/!a1b2c3d4"},
+	} {
+		if tc.topic != tc.want {
+			t.Errorf("topic %q, want %q", tc.topic, tc.want)
+		}
+		if id, ok := tc.parse(tc.topic); !ok || id != "!a1b2c3d4" {
+			t.Errorf("gateway of %q = %q, %v", tc.topic, id, ok)
+		}
+	}
+	for _, bad := range []string{"sovereign/bridge/status/", "sovereign/bridge/status/a/b", "sovereign/bridge/radio/!a1b2c3d4", "sovereign/bridge/status"} {
+		if _, ok := StatusGateway(bad); ok {
+			t.Errorf("StatusGateway(%q) accepted", bad)
+		}
+	}
+	if got := MeshTXTo("!a1b2c3d4"); got != "sovereign/mesh/tx/!a1b2c3d4" || !IsBridgeTopic(got) {
+		t.Errorf("MeshTXTo = %q", got)
+	}
+}

@@ -89,8 +89,14 @@ type Config struct {
 	// connection's last messages to reach the room's archive before
 	// resending what was not confirmed.
 	ResendGrace time.Duration
-	BackoffMin  time.Duration
-	BackoffMax  time.Duration
+	// PeerGrace is how long to hold a mesh text that another bridge in the
+	// room, on the same mesh, is the one to post (if that bridge has not
+	// posted it by then, this one does), and a mesh text before it is
+	// relayed to the bridge's other meshes (a radio that hears it too in
+	// that time shows that mesh is the same).
+	PeerGrace  time.Duration
+	BackoffMin time.Duration
+	BackoffMax time.Duration
 
 	// maxTLS caps the TLS version (0: the newest); tests use it to reach
 	// the channel binding Prosody offers only under TLS 1.2.
@@ -127,6 +133,7 @@ func (c *Config) Defaults() {
 	def(&c.SelfPingInterval, 5*time.Minute)
 	def(&c.RejoinDelay, 10*time.Second)
 	def(&c.ResendGrace, 5*time.Second)
+	def(&c.PeerGrace, 5*time.Second)
 	def(&c.BackoffMin, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
 	if c.Format == "" {

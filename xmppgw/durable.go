@@ -2,6 +2,7 @@ package xmppgw
 
 import (
 	"encoding/json"
+	"fmt"
 	"hash/fnv"
 	"strconv"
 	"time"
@@ -9,6 +10,8 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
+	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
@@ -32,6 +35,7 @@ type spooled struct {
 	Channel string    `json:"channel"`
 	Index   uint32    `json:"channel_index"`
 	DM      bool      `json:"dm,omitempty"`
+	HeardBy string    `json:"heard_by,omitempty"`
 }
 
 // meshOutQueue keeps the send requests made from room messages until the
@@ -50,7 +54,7 @@ func (g *Gateway) keep(o *outbound) (dup bool) {
 	if g.cfg.Spool == nil || o.dm {
 		return false
 	}
-	b, _ := json.Marshal(spooled{ID: o.id, Body: o.body, Heard: o.heard, Channel: o.channel, Index: o.channelIdx, DM: o.dm})
+	b, _ := json.Marshal(spooled{ID: o.id, Body: o.body, Heard: o.heard, Channel: o.channel, Index: o.channelIdx, DM: o.dm, HeardBy: o.heardBy})
 	seq, dup, err := g.cfg.Spool.Push(o.queue, b, o.id)
 	if err != nil {
 		// Not durable, but still delivered while the daemon runs.
@@ -90,7 +94,7 @@ func (g *Gateway) restoreRoom(r *room) []outbound {
 			_ = g.cfg.Spool.Ack(outQueue(r.cfg.JID.String()), it.Seq)
 			continue
 		}
-		out = append(out, outbound{id: s.ID, body: s.Body, heard: s.Heard, channel: s.Channel, channelIdx: s.Index,
+		out = append(out, outbound{id: s.ID, body: s.Body, heard: s.Heard, channel: s.Channel, channelIdx: s.Index, heardBy: s.HeardBy,
 			queue: outQueue(r.cfg.JID.String()), seq: it.Seq, posted: it.At})
 	}
 	if len(out) > 0 {
@@ -177,43 +181,75 @@ func requestID(msgKey string, chunk int) uint32 {
 	return h.Sum32() | 1
 }
 
-// pendingSend is a send request as the mesh outbox keeps it, with what a
-// notice about its outcome needs.
+// pendingSend is one chunk of a message for the mesh, for one radio, as
+// the mesh outbox keeps it until that radio reports on it.
 type pendingSend struct {
-	Request []byte    `json:"request"` // as published on topics.MeshTX
-	Room    string    `json:"room"`
-	Nick    string    `json:"nick"`
-	Msg     string    `json:"msg"`
-	Words   string    `json:"words"`
-	Part    int       `json:"part"`
-	Parts   int       `json:"parts"`
-	Asked   time.Time `json:"asked"`
+	// Target is the gateway id of the radio that sends it; "" while no
+	// radio is known, until the first comes online.
+	Target string `json:"target,omitempty"`
+	// Except names the mesh a relayed mesh text came from, which it must
+	// not go back to; "" for what a room said.
+	Except string    `json:"except,omitempty"`
+	Text   string    `json:"text"`
+	Room   string    `json:"room"`
+	Nick   string    `json:"nick"`
+	Msg    string    `json:"msg"` // the message's key, shared by its chunks
+	Words  string    `json:"words"`
+	Part   int       `json:"part"` // 1-based
+	Parts  int       `json:"parts"`
+	Asked  time.Time `json:"asked"`
 }
 
-// keepSend records a send request in the mesh outbox before it is
-// published, and remembers it until its outcome arrives. dedupeKey names
-// it by its room message and part: a message offered again after a crash
-// does not add a second copy.
-func (g *Gateway) keepSend(id uint32, info requestInfo, request []byte, dedupeKey string) {
+// id is the request id of the chunk for its target: derived from the
+// message, chunk and radio, so the same chunk offered again (after a
+// crash, by the archive) is recognised by the radio side and sent once.
+func (p pendingSend) id() uint32 { return requestID(p.Msg+"@"+p.Target, p.Part-1) }
+
+func (p pendingSend) info(seq uint64) requestInfo {
+	return requestInfo{room: jid.MustParse(p.Room), nick: p.Nick, msg: p.Msg, words: p.Words, part: p.Part, parts: p.Parts, asked: p.Asked, seq: seq}
+}
+
+// keepSend records a chunk in the mesh outbox before it is published, and
+// remembers it until its outcome arrives. A chunk offered again after a
+// crash does not add a second copy.
+func (g *Gateway) keepSend(p pendingSend) {
+	var seq uint64
 	if g.cfg.Spool != nil {
-		b, _ := json.Marshal(pendingSend{Request: request, Room: info.room.String(), Nick: info.nick, Msg: info.msg,
-			Words: info.words, Part: info.part, Parts: info.parts, Asked: info.asked})
-		seq, _, err := g.cfg.Spool.Push(meshOutQueue, b, dedupeKey)
-		if err != nil {
+		b, _ := json.Marshal(p)
+		key := fmt.Sprintf("to-mesh:%s#%d@%s", p.Msg, p.Part-1, p.Target)
+		var err error
+		if seq, _, err = g.cfg.Spool.Push(meshOutQueue, b, key); err != nil {
 			// Not durable, but still sent while the daemon runs.
 			g.log.Error("spool: could not keep a message for the mesh on disk", "err", err)
 		}
-		info.seq = seq
 	}
+	if p.Target == "" {
+		return // no request yet: one is made per radio when radios are known
+	}
+	info := p.info(seq)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if old, ok := g.requests[id]; ok && info.seq == 0 {
+	if old, ok := g.requests[p.id()]; ok && seq == 0 {
 		info.seq = old.seq // kept before a restart, and still waiting
 	}
-	g.requests[id] = info
+	g.requests[p.id()] = info
 }
 
-// sent removes a request the radio link reported on from the outbox.
+// publishSend publishes a chunk to its radio.
+func (g *Gateway) publishSend(rc Room, p pendingSend) error {
+	req := topics.SendRequest{Origin: topics.OriginXMPP, ID: p.id(), To: mesh.Broadcast, Channel: rc.Channel,
+		Data: &meshpb.Data{Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(p.Text)}}
+	if rc.ByIndex {
+		req.Channel, req.ChannelIndex = "", rc.Index
+	}
+	b, err := req.Marshal()
+	if err != nil {
+		return err
+	}
+	return g.bus.Publish(topics.MeshTXTo(p.Target), b, false)
+}
+
+// sent removes a request the radio side reported on from the outbox.
 func (g *Gateway) sent(seq uint64) {
 	if g.cfg.Spool == nil {
 		return
@@ -226,43 +262,59 @@ func (g *Gateway) sent(seq uint64) {
 // restoreSends takes back what the outbox held when the daemon stopped, so
 // that outcomes arriving later still reach their room.
 func (g *Gateway) restoreSends() {
-	for _, p := range g.pendingSends() {
-		req, err := topics.ParseSendRequest(p.Request)
-		if err != nil {
-			_ = g.cfg.Spool.Ack(meshOutQueue, p.seq)
-			continue
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, k := range g.pendingSends() {
+		if k.Target != "" {
+			g.requests[k.id()] = k.info(k.seq)
 		}
-		room, err := jid.Parse(p.Room)
-		if err != nil {
-			_ = g.cfg.Spool.Ack(meshOutQueue, p.seq)
-			continue
-		}
-		g.mu.Lock()
-		g.requests[req.ID] = requestInfo{room: room, nick: p.Nick, msg: p.Msg, words: p.Words, part: p.Part, parts: p.Parts, asked: p.Asked, seq: p.seq}
-		g.mu.Unlock()
 	}
 }
 
-// offerAgain publishes again every request the radio link has not reported
-// on. It recognises one it already has, and does not send it twice.
-func (g *Gateway) offerAgain() {
-	pending := g.pendingSends()
-	for _, p := range pending {
-		if err := g.bus.Publish(topics.MeshTX, p.Request, false); err != nil {
-			g.log.Warn("could not offer a waiting message to the radio link again", "err", err)
-			return
+// offerAgain publishes again to a radio side that has come online every
+// chunk for it that it has not reported on (it recognises one it already
+// has, and does not send it twice), and hands what waited for any radio
+// to the radios now known.
+func (g *Gateway) offerAgain(gateway string) {
+	n := 0
+	for _, k := range g.pendingSends() {
+		switch k.Target {
+		case gateway:
+			if err := g.publishSend(k.room, k.pendingSend); err != nil {
+				g.log.Warn("could not offer a waiting message to the radio side again", "radio", gateway, "err", err)
+				return
+			}
+			n++
+		case "":
+			g.mu.Lock()
+			targets := g.radios.transmitters(k.Except)
+			g.mu.Unlock()
+			for _, t := range targets {
+				p := k.pendingSend
+				p.Target = t
+				g.keepSend(p)
+				if err := g.publishSend(k.room, p); err != nil {
+					g.log.Warn("could not offer a waiting message to the radio side", "radio", t, "err", err)
+					return
+				}
+				n++
+			}
+			g.sent(k.seq)
 		}
 	}
-	if len(pending) > 0 {
-		g.log.Info("offered the radio link again what it had not reported on", "count", len(pending))
+	if n > 0 {
+		g.log.Info("offered a radio side what waited for it", "radio", gateway, "count", n)
 	}
 }
 
 type keptSend struct {
 	pendingSend
-	seq uint64
+	room Room // the room's configuration
+	seq  uint64
 }
 
+// pendingSends reads the outbox; what is unreadable, or for a room no
+// longer configured, is dropped.
 func (g *Gateway) pendingSends() []keptSend {
 	if g.cfg.Spool == nil {
 		return nil
@@ -275,12 +327,31 @@ func (g *Gateway) pendingSends() []keptSend {
 	out := make([]keptSend, 0, len(items))
 	for _, it := range items {
 		var p pendingSend
-		if json.Unmarshal(it.Data, &p) != nil {
+		err := json.Unmarshal(it.Data, &p)
+		if err == nil {
+			_, err = jid.Parse(p.Room)
+		}
+		if err != nil {
 			g.log.Error("spool: dropping an unreadable message for the mesh", "seq", it.Seq)
 			_ = g.cfg.Spool.Ack(meshOutQueue, it.Seq)
 			continue
 		}
-		out = append(out, keptSend{p, it.Seq})
+		rc, ok := g.roomConfig(p.Room)
+		if !ok {
+			g.log.Warn("dropping a message for the mesh from a room no longer bridged", "room", p.Room)
+			_ = g.cfg.Spool.Ack(meshOutQueue, it.Seq)
+			continue
+		}
+		out = append(out, keptSend{p, rc, it.Seq})
 	}
 	return out
+}
+
+func (g *Gateway) roomConfig(room string) (Room, bool) {
+	for _, r := range g.cfg.Rooms {
+		if r.JID.String() == room {
+			return r, true
+		}
+	}
+	return Room{}, false
 }

@@ -1,6 +1,7 @@
 package xmppgw
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,9 @@ type Bus interface {
 // Stats are the XMPP gateway's counters.
 type Stats struct {
 	MeshToRoom, RoomToMesh, ChunksToMesh, Refused, Connects, Disconnects, Reflections atomic.Uint64
+	// PostedByPeer counts mesh texts not posted because another bridge in
+	// the room, on the same mesh, posted them.
+	PostedByPeer atomic.Uint64
 }
 
 // Gateway is the XMPP side of the bridge.
@@ -60,9 +64,10 @@ type Gateway struct {
 
 	mu            sync.Mutex
 	nodes         map[string]topics.NodeRecord
-	radio         topics.RadioRecord       // as last published
-	status        topics.StatusRecord      // the radio link's, as last published
-	airBlocked    bool                     // the radio link holds packets back for airtime
+	radios        radios                   // the radio sides on the broker
+	heardBy       map[uint64]string        // (from, id) of recent mesh texts -> the radio that heard it first
+	relays        []pendingRelay           // mesh texts that may be for other meshes, in order
+	airBlocked    bool                     // an online radio side holds packets back for airtime
 	requests      map[uint32]requestInfo   // send requests awaiting an outcome
 	refused       map[string]*refusalBatch // by room: refusals not yet told
 	seenMsgs      map[string]bool          // room messages already sent on to the mesh
@@ -74,7 +79,8 @@ type Gateway struct {
 type outbound struct {
 	channel    string
 	channelIdx uint32
-	id         string // deterministic from (from, packet id): a resend is recognisable
+	id         string // deterministic from (from, packet id): a resend is recognisable, by other bridges too
+	heardBy    string // gateway id of the radio that heard it
 	body       string
 	heard      time.Time
 	posted     time.Time
@@ -120,6 +126,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		toRoom: make(chan outbound, 1024), notices: make(chan notice, 64), inbox: intake.New(inboxSize),
 		subscribed: make(chan struct{}), stopped: make(chan struct{}),
 		nodes: map[string]topics.NodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
+		radios: newRadios(), heardBy: map[uint64]string{},
 		toldRadioDown: map[string]bool{}, refused: map[string]*refusalBatch{},
 	}, nil
 }
@@ -204,8 +211,8 @@ func (g *Gateway) attach() (rooms []*room, unsubscribe func(), err error) {
 		{topics.MeshRX, g.onMeshRX},
 		{topics.MeshResult, g.onResult},
 		{topics.NodesFilter, g.onNode},
-		{topics.BridgeRadio, g.onRadio},
-		{topics.BridgeStatus, g.onStatus},
+		{topics.RadioFilter, g.onRadio},
+		{topics.StatusFilter, g.onStatus},
 	} {
 		unsub, err := g.bus.Subscribe(s.filter, g.handOver(s.h))
 		if err != nil {
@@ -273,11 +280,9 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 	if d.GetPortnum() != meshpb.PortNum_TEXT_MESSAGE_APP || len(d.GetPayload()) == 0 {
 		return
 	}
-	g.mu.Lock()
-	radioID := g.radio.ID
-	g.mu.Unlock()
-	if radioID == "" {
-		radioID = env.GetGatewayId()
+	radioID := env.GetGatewayId() // the radio that heard it
+	if g.fromABridgeRadio(radioID, p) {
+		return
 	}
 	from := mesh.NodeID(p.GetFrom())
 	text := string(d.GetPayload())
@@ -285,7 +290,7 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 		text = "reacted " + text
 	}
 	o := outbound{
-		channel: env.GetChannelId(), channelIdx: p.GetChannel(),
+		channel: env.GetChannelId(), channelIdx: p.GetChannel(), heardBy: radioID,
 		id:    fmt.Sprintf("mesh-%08x-%08x", p.GetFrom(), p.GetId()),
 		body:  g.format(from, env.GetChannelId(), text),
 		heard: time.Now(),
@@ -317,6 +322,13 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 	if g.keep(&o) {
 		g.log.Debug("mesh message already bridged before; not posted again", "id", o.id)
 		return
+	}
+	if rc, ok := g.roomOfQueue(o.queue); ok && !o.dm {
+		g.mu.Lock()
+		n := g.nodes[from]
+		g.relays = append(g.relays, pendingRelay{room: rc, name: cmp.Or(n.LongName, n.ShortName, from), text: text, id: o.id,
+			heardBy: o.heardBy, due: time.Now().Add(g.cfg.PeerGrace)})
+		g.mu.Unlock()
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -380,12 +392,20 @@ func (g *Gateway) onNode(_ string, payload []byte) {
 	g.mu.Unlock()
 }
 
-func (g *Gateway) onRadio(_ string, payload []byte) {
+func (g *Gateway) onRadio(topic string, payload []byte) {
+	id, ok := topics.RadioGateway(topic)
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(payload) == 0 {
+		g.radios.forget(id)
+		return
+	}
 	var r topics.RadioRecord
 	if json.Unmarshal(payload, &r) == nil {
-		g.mu.Lock()
-		g.radio = r
-		g.mu.Unlock()
+		g.radios.setRecord(id, r)
 	}
 }
 
@@ -393,19 +413,30 @@ func (g *Gateway) onRadio(_ string, payload []byte) {
 const airtimeNotice = "📡 The bridge has used its share of the mesh's airtime for now (the region's duty-cycle limit): " +
 	"messages to the mesh wait and go out as airtime frees up."
 
-func (g *Gateway) onStatus(_ string, payload []byte) {
+func (g *Gateway) onStatus(topic string, payload []byte) {
+	id, ok := topics.StatusGateway(topic)
+	if !ok {
+		return
+	}
 	var s topics.StatusRecord
-	if json.Unmarshal(payload, &s) != nil {
+	if len(payload) > 0 && json.Unmarshal(payload, &s) != nil {
 		return
 	}
 	g.mu.Lock()
-	wasUp := g.radioUp()
-	g.status = s
+	cameOnline := false
+	if len(payload) == 0 {
+		g.radios.forget(id) // the radio side uses another radio now
+	} else {
+		cameOnline = g.radios.setStatus(id, s)
+	}
 	up := g.radioUp()
 	if up {
 		clear(g.toldRadioDown)
 	}
-	blocked := up && s.AirtimeBlocked
+	blocked := false
+	for _, r := range g.radios.byID {
+		blocked = blocked || (r.online() && r.status.AirtimeBlocked)
+	}
 	tell := blocked && !g.airBlocked
 	g.airBlocked = blocked
 	g.mu.Unlock()
@@ -415,16 +446,16 @@ func (g *Gateway) onStatus(_ string, payload []byte) {
 			g.say(r.JID, airtimeNotice)
 		}
 	}
-	if up && !wasUp {
-		// A radio link that has just come up (or that this gateway has
-		// just heard of) may have lost what was published before: it
+	if cameOnline {
+		// A radio side that has just come up (or that this gateway has
+		// just heard of) may have lost what was published to it before: it
 		// started after, or died between taking a request in and keeping it.
-		g.offerAgain()
+		g.offerAgain(id)
 	}
 }
 
-// radioUp reports whether the radio link is online; g.mu is held.
-func (g *Gateway) radioUp() bool { return g.status.State == topics.LinkOnline }
+// radioUp reports whether some radio side is online; g.mu is held.
+func (g *Gateway) radioUp() bool { return g.radios.anyOnline() }
 
 // onResult collects a failed send for a word to the room, so the sender
 // knows the mesh did not get it; refusals close together are told in one
@@ -491,11 +522,12 @@ func (g *Gateway) say(room jid.JID, text string) {
 	}
 }
 
-// toMesh sends a room message to the mesh as numbered chunks.
-func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
+// toMesh sends a room message to the mesh as numbered chunks, on one
+// radio of each mesh the bridge reaches.
+func (g *Gateway) toMesh(rc Room, nick, body, msgKey string) {
 	chunks, err := mesh.Chunks(nick, body, topics.MaxTextBytes)
 	if err != nil {
-		g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
+		g.say(rc.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
 		return
 	}
 	if len(chunks) == 0 {
@@ -503,39 +535,171 @@ func (g *Gateway) toMesh(r *room, nick, body, msgKey string) {
 	}
 	if len(chunks) > g.cfg.MaxChunks {
 		g.Stats.Refused.Add(1)
-		g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: your message would take %d mesh packets; at most %d are sent per message, so it was not sent. Please shorten it.",
+		g.say(rc.JID, fmt.Sprintf("⚠ %s: your message would take %d mesh packets; at most %d are sent per message, so it was not sent. Please shorten it.",
 			nick, len(chunks), g.cfg.MaxChunks))
 		return
 	}
 	g.mu.Lock()
-	tell := !g.radioUp() && !g.toldRadioDown[r.cfg.JID.String()]
+	targets := g.radios.transmitters("")
+	tell := !g.radioUp() && !g.toldRadioDown[rc.JID.String()]
 	if tell {
-		g.toldRadioDown[r.cfg.JID.String()] = true
+		g.toldRadioDown[rc.JID.String()] = true
 	}
 	g.mu.Unlock()
 	if tell {
 		// Once per outage and room, not once per message.
-		g.say(r.cfg.JID, "📡 The radio is not connected right now; messages wait and go out when it is back.")
+		g.say(rc.JID, "📡 The radio is not connected right now; messages wait and go out when it is back.")
 	}
-	words := firstWords(body)
-	for i, c := range chunks {
-		id := requestID(msgKey, i)
-		req := topics.SendRequest{Origin: topics.OriginXMPP, ID: id, To: mesh.Broadcast, Channel: r.cfg.Channel,
-			Data: &meshpb.Data{Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(c)}}
-		if r.cfg.ByIndex {
-			req.Channel, req.ChannelIndex = "", r.cfg.Index
-		}
-		b, err := req.Marshal()
-		if err == nil {
-			info := requestInfo{room: r.cfg.JID, nick: nick, msg: msgKey, words: words, part: i + 1, parts: len(chunks), asked: time.Now()}
-			g.keepSend(id, info, b, fmt.Sprintf("to-mesh:%s#%d", msgKey, i))
-			err = g.bus.Publish(topics.MeshTX, b, false)
-		}
-		if err != nil {
-			g.say(r.cfg.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
-			return
-		}
-		g.Stats.ChunksToMesh.Add(1)
+	if len(targets) == 0 {
+		targets = []string{""} // no radio known yet: waits for the first
+	}
+	if err := g.sendChunks(rc, nick, body, msgKey, "", chunks, targets); err != nil {
+		g.say(rc.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
+		return
 	}
 	g.Stats.RoomToMesh.Add(1)
+}
+
+// pendingRelay is a mesh text that may be for the bridge's other meshes.
+// It waits a moment first: a radio on the same mesh that hears it too, or
+// another bridge's word, shows that those "other" meshes are its own.
+type pendingRelay struct {
+	room     Room
+	name     string // the sender's
+	text     string
+	id       string // the mesh text's id, mesh-<from>-<packet id>
+	heardBy  string // the radio of this gateway that heard it, or
+	occupant string // the other bridge in the room that posted it
+	due      time.Time
+}
+
+// maxPendingRelays bounds the texts waiting to be relayed.
+const maxPendingRelays = 1024
+
+// releaseRelays relays the texts whose wait is over to the meshes they
+// turn out not to have come from.
+func (g *Gateway) releaseRelays(now time.Time) {
+	g.mu.Lock()
+	var due []pendingRelay
+	for len(g.relays) > 0 && !now.Before(g.relays[0].due) {
+		due = append(due, g.relays[0])
+		g.relays = g.relays[1:]
+	}
+	g.mu.Unlock()
+	for _, p := range due {
+		if p.heardBy != "" {
+			g.mu.Lock()
+			own := g.radios.meshOf(p.heardBy)
+			g.mu.Unlock()
+			g.relay(p.room, p.name, p.text, p.id, own)
+			continue
+		}
+		g.mu.Lock()
+		g.learnFromPeerPost(p.id, p.occupant)
+		apart := g.radios.apart(p.occupant)
+		g.mu.Unlock()
+		if apart {
+			g.relay(p.room, p.name, p.text, p.id, "")
+		}
+	}
+}
+
+// learnFromPeerPost: another bridge (occupant) posted the mesh text id; if
+// a radio of this gateway heard it too, they share a mesh. g.mu is held.
+func (g *Gateway) learnFromPeerPost(id, occupant string) {
+	var from, pid uint32
+	if _, err := fmt.Sscanf(id, "mesh-%08x-%08x", &from, &pid); err != nil {
+		return
+	}
+	heardBy, ok := g.heardBy[uint64(from)<<32|uint64(pid)]
+	if !ok {
+		return
+	}
+	for _, peerRadio := range g.radios.peerRadios(occupant) {
+		if g.radios.heardOnAir(heardBy, peerRadio) {
+			g.log.Info("another bridge in the room hears what this bridge's radio hears: one mesh", "radio", heardBy, "bridge", occupant, "its_radio", peerRadio)
+		}
+	}
+}
+
+// relay sends a text from one mesh to the others (all but except), once
+// per text id.
+func (g *Gateway) relay(rc Room, name, text, id, except string) {
+	g.mu.Lock()
+	targets := g.radios.transmitters(except)
+	g.mu.Unlock()
+	key := "relay:" + id
+	if len(targets) == 0 || !g.firstTime(key) {
+		return
+	}
+	chunks, err := mesh.Chunks(name, text, topics.MaxTextBytes)
+	if err != nil || len(chunks) == 0 || len(chunks) > g.cfg.MaxChunks {
+		g.log.Info("a mesh text is too long to relay to the other meshes", "id", id)
+		return
+	}
+	if err := g.sendChunks(rc, name, text, key, except, chunks, targets); err != nil {
+		g.log.Warn("could not relay a mesh text to the other meshes", "id", id, "err", err)
+		return
+	}
+	g.markSent(key)
+	g.log.Debug("mesh text relayed to the other meshes", "id", id, "from_mesh", except, "radios", targets)
+}
+
+func (g *Gateway) roomOfQueue(queue string) (Room, bool) {
+	for _, r := range g.cfg.Rooms {
+		if outQueue(r.JID.String()) == queue {
+			return r, true
+		}
+	}
+	return Room{}, false
+}
+
+// sendChunks keeps and publishes a message's chunks for each target radio
+// ("" for the first radio to come online).
+func (g *Gateway) sendChunks(rc Room, nick, body, msgKey, except string, chunks, targets []string) error {
+	words := firstWords(body)
+	for i, c := range chunks {
+		for _, target := range targets {
+			p := pendingSend{Target: target, Except: except, Text: c, Room: rc.JID.String(), Nick: nick, Msg: msgKey,
+				Words: words, Part: i + 1, Parts: len(chunks), Asked: time.Now()}
+			g.keepSend(p)
+			if target == "" {
+				continue
+			}
+			if err := g.publishSend(rc, p); err != nil {
+				return err
+			}
+			g.Stats.ChunksToMesh.Add(1)
+		}
+	}
+	return nil
+}
+
+// fromABridgeRadio reports whether a packet was sent by one of the bridge's
+// own radios (a room message, or a relay from another mesh), which is never
+// posted back; and learns from it, and from a text two radios both heard,
+// which radios share a mesh.
+func (g *Gateway) fromABridgeRadio(heardBy string, p *meshpb.MeshPacket) bool {
+	if p.GetViaMqtt() {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sender, bridged := g.radios.isBridgeRadio(p.GetFrom())
+	other := sender
+	if !bridged {
+		k := uint64(p.GetFrom())<<32 | uint64(p.GetId())
+		if first, ok := g.heardBy[k]; ok {
+			other = first
+		} else {
+			if len(g.heardBy) >= 4096 {
+				clear(g.heardBy)
+			}
+			g.heardBy[k] = heardBy
+		}
+	}
+	if other != "" && g.radios.heardOnAir(heardBy, other) {
+		g.log.Info("two of the bridge's radios hear each other: one mesh, and a room message goes out on one of them", "radio", heardBy, "hears", other)
+	}
+	return bridged
 }

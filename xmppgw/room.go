@@ -56,10 +56,33 @@ type room struct {
 	lastSeenAt time.Time
 	backlog    []outbound // mesh texts waiting for the room
 	unacked    []outbound // posted, not yet reflected by the room, in order
+
+	// Other bridges in the room: the ids of the mesh texts they posted
+	// (bounded), the texts held for one of them to post, and what this
+	// bridge last said in its presence about its radios.
+	peerPosted map[string]string // mesh text id -> the occupant that posted it
+	held       []heldPost
+	advertised string
+}
+
+// heldPost is a mesh text another bridge on the same mesh is the one to
+// post; this one posts it at due unless that bridge has.
+type heldPost struct {
+	o   outbound
+	due time.Time
+}
+
+// notePeerPost records a mesh text another bridge (occupant) posted.
+func (r *room) notePeerPost(id, occupant string) {
+	if len(r.peerPosted) >= 4096 {
+		clear(r.peerPosted)
+	}
+	r.peerPosted[id] = occupant
 }
 
 func newRoom(r Room, c *Config, log *slog.Logger) *room {
-	return &room{cfg: r, nick: r.Nick, log: log.With("room", r.JID.String()), rejoinDelay: c.RejoinDelay, backoffMax: c.BackoffMax}
+	return &room{cfg: r, nick: r.Nick, log: log.With("room", r.JID.String()), rejoinDelay: c.RejoinDelay, backoffMax: c.BackoffMax,
+		peerPosted: map[string]string{}}
 }
 
 func (r *room) joined() bool { return r.state == roomJoined }

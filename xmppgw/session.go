@@ -2,6 +2,7 @@ package xmppgw
 
 import (
 	"context"
+	"encoding/xml"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -26,6 +27,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 	g.connected.Store(true)
 	g.mu.Lock()
 	g.mechanism = c.mechanism
+	g.radios.clearPeers()
 	g.mu.Unlock()
 	g.log.Info("XMPP connected", "jid", c.s.LocalAddr().String(), "mechanism", c.mechanism)
 
@@ -71,6 +73,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 		case now := <-tick.C:
 			g.tick()
 			g.tellRefusals(now)
+			g.releaseRelays(now)
 			if now.Sub(lastPing) >= g.cfg.PingInterval && c.keepalive() {
 				lastPing = now
 			}
@@ -87,6 +90,14 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 				case r.joined() && selfPing:
 					c.selfPing(r.occupant)
 				}
+				if r.joined() {
+					if err := g.advertise(ctx, c, r); err != nil {
+						return err
+					}
+					if err := g.releaseHeld(ctx, c, r, now); err != nil {
+						return err
+					}
+				}
 			}
 		}
 	}
@@ -97,7 +108,80 @@ func (g *Gateway) join(ctx context.Context, c *conn, r *room) error {
 	if !r.beginJoin(time.Now()) {
 		return nil
 	}
-	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), X: &mucX{}})
+	adv, key := g.advert()
+	r.advertised = key
+	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), X: &mucX{}, Radios: adv})
+}
+
+// advert is what this bridge says about its radios in its room presence,
+// and that as a string to tell a change by.
+func (g *Gateway) advert() (*radiosAdvert, string) {
+	g.mu.Lock()
+	adv := g.radios.advert()
+	g.mu.Unlock()
+	b, _ := xml.Marshal(adv)
+	return adv, string(b)
+}
+
+// advertise tells the room, in a presence update, when this bridge's
+// radios have changed since it last said.
+func (g *Gateway) advertise(ctx context.Context, c *conn, r *room) error {
+	adv, key := g.advert()
+	if key == r.advertised {
+		return nil
+	}
+	r.advertised = key
+	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), Radios: adv})
+}
+
+// notePeer takes in what another occupant's presence says about the radios
+// it sends through: another bridge, on this mesh or another.
+func (g *Gateway) notePeer(p *inPresence) {
+	var adv *radiosAdvert
+	if p.Type == "" && p.Radios != nil {
+		adv = p.Radios
+		if len(adv.Radios) > maxAdvertRadios {
+			adv = &radiosAdvert{Radios: adv.Radios[:maxAdvertRadios]}
+		}
+	}
+	g.mu.Lock()
+	g.radios.peerSays(p.From.String(), adv)
+	g.mu.Unlock()
+}
+
+// releaseHeld posts the held mesh texts whose time has come, and drops
+// those another bridge has posted meanwhile.
+func (g *Gateway) releaseHeld(ctx context.Context, c *conn, r *room, now time.Time) error {
+	for len(r.held) > 0 {
+		h := r.held[0]
+		switch {
+		case r.peerPosted[h.o.id] != "":
+			g.postedByPeer(h.o, r.peerPosted[h.o.id])
+		case now.Before(h.due):
+			return nil
+		default:
+			g.log.Info("another bridge on the mesh did not post a mesh text in time; posting it", "room", r.cfg.JID.String(), "id", h.o.id)
+			if err := g.post(ctx, c, r, h.o); err != nil {
+				r.held = r.held[1:]
+				return err
+			}
+		}
+		r.held = r.held[1:]
+	}
+	return nil
+}
+
+// postedByPeer drops a mesh text another bridge (occupant) posted; it
+// heard it too, so its radios share the mesh.
+func (g *Gateway) postedByPeer(o outbound, occupant string) {
+	g.mu.Lock()
+	for _, peerRadio := range g.radios.peerRadios(occupant) {
+		g.radios.heardOnAir(o.heardBy, peerRadio)
+	}
+	g.mu.Unlock()
+	g.delivered(o)
+	g.Stats.PostedByPeer.Add(1)
+	g.log.Debug("another bridge in the room posted the mesh text", "id", o.id)
 }
 
 // act does what a room's state machine asked for.
@@ -130,6 +214,9 @@ func (g *Gateway) handleEvent(ctx context.Context, c *conn, rooms []*room, e eve
 	}
 	if p := e.pres; p != nil {
 		if r := g.roomOf(rooms, p.From); r != nil {
+			if p.Type != "error" && p.From.Resourcepart() != "" && !p.From.Equal(r.occupant) && !p.has(statusSelf) {
+				g.notePeer(p)
+			}
 			return g.act(ctx, c, r, r.onPresence(p))
 		}
 		return nil
@@ -179,6 +266,23 @@ func (g *Gateway) onRoomMessage(ctx context.Context, c *conn, r *room, msg *inMe
 	occID := ""
 	if msg.OccupantID != nil {
 		occID = msg.OccupantID.ID
+	}
+	if strings.HasPrefix(oid, "mesh-") && !msg.From.Equal(r.occupant) && (r.occupantID == "" || occID != r.occupantID) {
+		// Another bridge's post of a mesh text: not this bridge's to
+		// post again, and for this bridge's meshes if that bridge is on
+		// another.
+		r.notePeerPost(oid, msg.From.String())
+		g.mu.Lock()
+		g.learnFromPeerPost(oid, msg.From.String())
+		if msg.Delay == nil && len(g.relays) < maxPendingRelays {
+			name, text, ok := strings.Cut(strings.TrimSpace(msg.body()), ": ")
+			if !ok {
+				name, text = msg.From.Resourcepart(), msg.body()
+			}
+			g.relays = append(g.relays, pendingRelay{room: r.cfg, name: name, text: text, id: oid,
+				occupant: msg.From.String(), due: time.Now().Add(g.cfg.PeerGrace)})
+		}
+		g.mu.Unlock()
 	}
 	switch {
 	case msg.Delay != nil:
@@ -231,7 +335,7 @@ func (g *Gateway) fromRoom(ctx context.Context, c *conn, r *room, from jid.JID, 
 		g.markSent(key)
 		return g.command(ctx, c, r, nick, cmd)
 	}
-	g.toMesh(r, nick, body, key)
+	g.toMesh(r.cfg, nick, body, key)
 	g.markSent(key)
 	return nil
 }
@@ -256,16 +360,9 @@ func (g *Gateway) command(ctx context.Context, c *conn, r *room, nick, cmd strin
 	switch word {
 	case "status":
 		g.mu.Lock()
-		up, radio, blocked := g.radioUp(), g.radio.ID, g.airBlocked
+		radios := g.radios.describe()
 		g.mu.Unlock()
-		state := "disconnected"
-		if up {
-			state = "connected"
-		}
-		reply = fmt.Sprintf("Radio %s is %s; bridging channel %s.", radio, state, r.cfg.label())
-		if blocked {
-			reply += " The bridge's airtime share is spent for now: messages to the mesh wait."
-		}
+		reply = fmt.Sprintf("%s Bridging channel %s.", radios, r.cfg.label())
 	default:
 		reply = fmt.Sprintf("%s: unknown bridge command !%s (known: !status). Commands are not sent to the mesh.", nick, word)
 	}
@@ -290,6 +387,17 @@ func (g *Gateway) deliver(ctx context.Context, c *conn, rooms []*room, o outboun
 	}
 	if !r.joined() {
 		r.backlog = append(r.backlog, o)
+		return nil
+	}
+	if occ, ok := r.peerPosted[o.id]; ok {
+		g.postedByPeer(o, occ)
+		return nil
+	}
+	g.mu.Lock()
+	wait := g.radios.deferTo(o.heardBy)
+	g.mu.Unlock()
+	if wait {
+		r.held = append(r.held, heldPost{o: o, due: time.Now().Add(g.cfg.PeerGrace)})
 		return nil
 	}
 	return g.post(ctx, c, r, o)

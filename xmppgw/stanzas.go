@@ -16,6 +16,22 @@ const (
 	nsOccupantID = "urn:xmpp:occupant-id:0"
 )
 
+// radiosAdvert is the bridge's own presence extension: the radios a bridge
+// sends through, so that bridges sharing a room share the mesh.
+type radiosAdvert struct {
+	XMLName xml.Name      `xml:"urn:sovereign-relay:radios:0 radios"`
+	Radios  []advertRadio `xml:"radio"`
+}
+
+type advertRadio struct {
+	ID   string `xml:"id,attr"`             // the radio's node id
+	Mesh string `xml:"mesh,attr,omitempty"` // the operator's name for its mesh
+	With string `xml:"with,attr,omitempty"` // node ids of radios on the same mesh, space-separated
+}
+
+// maxAdvertRadios bounds what another bridge's presence may name.
+const maxAdvertRadios = 16
+
 // MUC status codes we act on.
 const (
 	statusSelf          = 110
@@ -63,6 +79,9 @@ type joinPresence struct {
 	To      string   `xml:"to,attr"`
 	Type    string   `xml:"type,attr,omitempty"`
 	X       *mucX    `xml:"http://jabber.org/protocol/muc x"`
+	// Radios says which radios this bridge sends through (omitted in a
+	// presence that leaves the room).
+	Radios *radiosAdvert `xml:"urn:sovereign-relay:radios:0 radios"`
 }
 
 type mucX struct {
@@ -119,6 +138,7 @@ type inPresence struct {
 	Type       string        `xml:"type,attr"`
 	X          *mucUserX     `xml:"http://jabber.org/protocol/muc#user x"`
 	OccupantID *idElem       `xml:"urn:xmpp:occupant-id:0 occupant-id"`
+	Radios     *radiosAdvert `xml:"urn:sovereign-relay:radios:0 radios"`
 	Error      *stanza.Error `xml:"error"`
 }
 

@@ -327,7 +327,7 @@ func TestRunSubscribes(t *testing.T) {
 	bus.mu.Lock()
 	filters, active := strings.Join(bus.filters, " "), bus.active
 	bus.mu.Unlock()
-	for _, f := range []string{topics.MeshRX, topics.MeshResult, topics.NodesFilter, topics.BridgeRadio, topics.BridgeStatus} {
+	for _, f := range []string{topics.MeshRX, topics.MeshResult, topics.NodesFilter, topics.RadioFilter, topics.StatusFilter} {
 		if !strings.Contains(filters, f) {
 			t.Errorf("not subscribed to %s before Subscribed: %s", f, filters)
 		}
@@ -386,7 +386,7 @@ func TestAirtimeBlockedNotice(t *testing.T) {
 		{`{"state":"connecting","airtime_blocked":true}`, 0},
 	}
 	for i, s := range steps {
-		g.onStatus(topics.BridgeStatus, []byte(s.record))
+		g.onStatus(topics.Status("!5eed0001"), []byte(s.record))
 		got := drainNotices(g)
 		if len(got) != s.told {
 			t.Errorf("step %d %s: %d notices, want %d", i, s.record, len(got), s.told)

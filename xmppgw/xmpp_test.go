@@ -749,7 +749,8 @@ func TestLostSendRequestOfferedAgain(t *testing.T) {
 	defer b.Close()
 	var mu sync.Mutex
 	var offered []topics.SendRequest
-	unsub, err := b.Subscribe(topics.MeshTX, func(_ string, p []byte) {
+	const radioID = "!5eed0001"
+	unsub, err := b.Subscribe(topics.MeshTXTo(radioID), func(_ string, p []byte) {
 		req, err := topics.ParseSendRequest(p)
 		if err != nil {
 			t.Errorf("undecodable send request: %v", err)
@@ -771,7 +772,7 @@ func TestLostSendRequestOfferedAgain(t *testing.T) {
 	link := func(state topics.LinkState) {
 		t.Helper()
 		rec, _ := json.Marshal(topics.StatusRecord{State: state, Since: time.Now().UTC().Format(time.RFC3339)})
-		if err := b.Publish(topics.BridgeStatus, rec, true); err != nil {
+		if err := b.Publish(topics.Status(radioID), rec, true); err != nil {
 			t.Fatal(err)
 		}
 	}

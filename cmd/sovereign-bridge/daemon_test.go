@@ -45,10 +45,10 @@ func TestDemo(t *testing.T) {
 	defer cmd.Process.Kill()
 	addr := loggedAddr(t, &logs, listenRE)
 	host, port, _ := net.SplitHostPort(addr)
-	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "msh/#", "-t", "sovereign/bridge/radio", "-v")
-	radio := sub.WaitFor(t, 30*time.Second, testutil.Contains("sovereign/bridge/radio "))
+	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "msh/#", "-t", "sovereign/bridge/radio/+", "-v")
+	radio := sub.WaitFor(t, 30*time.Second, testutil.Contains("sovereign/bridge/radio/!5eed0001 "))
 	var info map[string]any
-	json.Unmarshal([]byte(strings.TrimPrefix(radio, "sovereign/bridge/radio ")), &info)
+	json.Unmarshal([]byte(strings.TrimPrefix(radio, "sovereign/bridge/radio/!5eed0001 ")), &info)
 	if info["id"] != "!5eed0001" || info["region"] != "EU_868" || info["mqtt_root"] != "msh/EU_868" {
 		t.Errorf("radio record = %v", info)
 	}
@@ -319,12 +319,13 @@ var metricsRE = regexp.MustCompile(`metrics and health listening.*addr=(\S+)`)
 
 // With an external broker that is down when the daemon starts, the daemon
 // starts anyway, and what the radio side publishes meanwhile (its radio
-// record, retained) reaches the broker once it is up, through the outbox.
+// record, retained, with the mesh it is on) reaches the broker once it is
+// up, through the outbox.
 func TestExternalBrokerDownAtStart(t *testing.T) {
 	m := testutil.StartMosquitto(t)
 	m.Stop()
 	state := t.TempDir()
-	cmd := exec.Command(binary, "--device", "sim", "--mqtt-broker", m.URL, "--state-dir", state, "--log-level", "debug")
+	cmd := exec.Command(binary, "--device", "sim", "--mqtt-broker", m.URL, "--state-dir", state, "--log-level", "debug", "--mesh", "valley")
 	logs := &safeBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
@@ -338,8 +339,11 @@ func TestExternalBrokerDownAtStart(t *testing.T) {
 		"the radio link never came up while the broker was down\n%s", logs)
 	m.Start()
 	host, port, _ := net.SplitHostPort(m.Addr)
-	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "sovereign/bridge/radio", "-v")
-	sub.WaitFor(t, 60*time.Second, testutil.Contains(`sovereign/bridge/radio {`))
+	sub := testutil.Start(t, "mosquitto_sub", "-h", host, "-p", port, "-t", "sovereign/bridge/radio/!5eed0001", "-v")
+	record := sub.WaitFor(t, 60*time.Second, testutil.Contains(`sovereign/bridge/radio/!5eed0001 {`))
+	if !strings.Contains(record, `"mesh":"valley"`) {
+		t.Errorf("radio record without its mesh: %s", record)
+	}
 	id, err := os.ReadFile(filepath.Join(state, "sim", "mqtt-client-id"))
 	if err != nil || !strings.HasPrefix(string(id), "sovereign-bridge-") {
 		t.Errorf("client id not kept in the state directory: %q, %v", id, err)

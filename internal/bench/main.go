@@ -241,8 +241,9 @@ func benchBridge(o options, tmp string) (benchkit.Latency, [][]byte, error) {
 	root := topics.Root("", simCfg.Region.String())
 	jsonTopic := topics.JSON(root, mesh.PresetName(simCfg.Preset), mesh.NodeID(simCfg.NodeNum))
 	host, port, _ := net.SplitHostPort(bk.Addr())
-	// The retained bridge status arrives once the subscription is in place.
-	sub, err := startSub(o, host, port, topics.BridgeStatus, jsonTopic, topics.BridgeStatus)
+	// The radio side's retained status arrives once the subscription is in place.
+	status := topics.Status(mesh.NodeID(simCfg.NodeNum))
+	sub, err := startSub(o, host, port, status, jsonTopic, status)
 	if err != nil {
 		return benchkit.Latency{}, nil, err
 	}

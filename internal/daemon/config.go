@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 	"mellium.im/xmpp/jid"
@@ -45,6 +47,7 @@ type Config struct {
 	MQTTBrokerCA    string // file
 	MQTTRoot        string
 	MQTTEncrypt     bool
+	Mesh            string
 	StateDir        string
 	TextInterval    time.Duration
 	AirtimeShare    float64
@@ -113,6 +116,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.MQTTBrokerCA, []string{"mqtt-broker-ca"}, "", "PEM `file` of the CAs to trust for an mqtts:// broker (default: the system's)")
 	str(&c.MQTTRoot, []string{"mqtt-root"}, "", "topic `root` (default msh/<region of the radio>)")
 	fs.BoolVar(&c.MQTTEncrypt, "mqtt-encrypt", true, "publish envelopes encrypted with the channel key, as the firmware does")
+	str(&c.Mesh, []string{"mesh"}, "", "the `name` of the mesh this radio is on; daemons whose radios share a name are treated as one mesh, and a room message goes out on one of them")
 	str(&c.StateDir, []string{"state-dir"}, "", "state `directory` (default $STATE_DIRECTORY, else $XDG_STATE_HOME/sovereign-bridge)")
 	fs.DurationVar(&c.TextInterval, "text-interval", 2500*time.Millisecond, "minimum spacing of texts sent to the mesh (the firmware drops texts under 2s apart)")
 	fs.Float64Var(&c.AirtimeShare, "airtime-share", 0.5, "share of the region's duty cycle that bridged packets may use (EU_868: 10% of an hour for all a node sends)")
@@ -265,6 +269,9 @@ func (c Config) Validate() error {
 	if strings.ContainsAny(c.MQTTRoot, "+#\x00") || strings.HasPrefix(c.MQTTRoot, "/") || strings.Contains(c.MQTTRoot, "//") {
 		return usageErr("--mqtt-root %q: a topic root has no wildcards (+ #), no leading slash and no empty levels, e.g. msh/EU_868", c.MQTTRoot)
 	}
+	if err := validMeshName(c.Mesh); err != nil {
+		return usageErr("--mesh %q: %w", c.Mesh, err)
+	}
 	if c.MQTTMaxConns < 1 {
 		return usageErr("--mqtt-max-connections %d: want at least 1", c.MQTTMaxConns)
 	}
@@ -304,6 +311,22 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.xmppConfig(os.ReadFile); err != nil {
 		return usageErr("%w", err)
+	}
+	return nil
+}
+
+// maxMeshName bounds a mesh name, which every radio record carries.
+const maxMeshName = 64
+
+// validMeshName checks a --mesh name. It is published in the radio record
+// and compared as it is, so it is kept to plain text that could also name
+// a topic level.
+func validMeshName(name string) error {
+	if len(name) > maxMeshName {
+		return fmt.Errorf("%d bytes; a mesh name has at most %d", len(name), maxMeshName)
+	}
+	if !utf8.ValidString(name) || strings.ContainsAny(name, "/+#") || strings.ContainsFunc(name, unicode.IsControl) {
+		return errors.New("a mesh name is text without / + # or control characters")
 	}
 	return nil
 }

@@ -196,3 +196,26 @@ channel-index = 2
 		}
 	}
 }
+
+// A mesh name is plain text of at most 64 bytes that could name a topic
+// level; anything else is a usage error naming the flag.
+func TestMeshName(t *testing.T) {
+	for _, name := range []string{"", "valley", "Valley North", "vallée-2", strings.Repeat("é", 32)} {
+		c, err := Parse([]string{"--mesh", name}, env(nil), io.Discard)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil || c.Mesh != name {
+			t.Errorf("--mesh %q: %v (parsed %q)", name, err, c.Mesh)
+		}
+	}
+	for _, name := range []string{"a/b", "a+b", "a#", "a\nb", "tab\there", "\xff", strings.Repeat("m", 65)} {
+		c, err := Parse([]string{"--mesh", name}, env(nil), io.Discard)
+		if err == nil {
+			err = c.Validate()
+		}
+		if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--mesh") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("--mesh %q: err = %v, want a one-line usage error naming --mesh", name, err)
+		}
+	}
+}

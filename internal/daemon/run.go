@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,7 +134,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 	var gw *serialgw.Gateway
 	if c.Device != DeviceNone {
 		gw, err = serialgw.New(serialgw.Config{
-			Device: dev, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: stateDir, Spool: store,
+			Device: dev, Mesh: c.Mesh, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: stateDir, Spool: store,
 			TextInterval: c.TextInterval, AirtimeShare: c.AirtimeShare, PublicBroker: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
 		}, b, log)
 		if err != nil {
@@ -309,7 +310,7 @@ func dialBroker(ctx context.Context, c Config, stateDir string, store *spool.Sto
 	defer cancel()
 	remote, err := broker.DialRemote(dialCtx, broker.RemoteConfig{
 		URL: c.MQTTBroker, Password: pw, CAFile: c.MQTTBrokerCA, ClientID: id,
-		Outbox: store, Reliable: topics.IsBridgeTopic,
+		Outbox: store, Reliable: topics.IsBridgeTopic, Will: radioSideWill(c, stateDir),
 	}, log)
 	if errors.Is(err, broker.ErrBrokerAuth) {
 		return nil, usageErr("--mqtt-broker: %w", err)
@@ -318,6 +319,23 @@ func dialBroker(ctx context.Context, c Config, stateDir string, store *spool.Sto
 		return nil, fmt.Errorf("--mqtt-broker: %w", err)
 	}
 	return remote, nil
+}
+
+// radioSideWill is what the broker says in the radio side's place when it
+// vanishes (killed, or its network gone): its radio is away, so an XMPP
+// side hands what the room says to another radio on the mesh. It is named
+// by the gateway id kept from an earlier run; a first start has none.
+func radioSideWill(c Config, stateDir string) *broker.Will {
+	if c.Device == DeviceNone {
+		return nil
+	}
+	id := serialgw.KeptGatewayID(stateDir)
+	if id == "" {
+		return nil
+	}
+	rec, _ := json.Marshal(topics.StatusRecord{State: topics.LinkDisconnected, Device: c.Device, Node: id,
+		Since: time.Now().UTC().Format(time.RFC3339), Error: "the radio side lost its connection to the MQTT broker"})
+	return &broker.Will{Topic: topics.Status(id), Payload: rec}
 }
 
 // clientID returns the bridge's MQTT client id, made once and kept in the

@@ -79,6 +79,7 @@ type Radio struct {
 	cfg Config
 
 	mu          sync.Mutex
+	num         uint32 // the node number, cfg.NodeNum until SetNodeNum changes it
 	client      *conn
 	received    []*meshpb.MeshPacket // accepted from the client
 	rateLimited int
@@ -104,11 +105,32 @@ func New(cfg Config) *Radio {
 	}
 	params, _ := mesh.LoRaParamsOf(&meshpb.Config_LoRaConfig{UsePreset: true, ModemPreset: cfg.Preset, Region: cfg.Region})
 	allowance := time.Duration(float64(cfg.DutyWindow) * mesh.DutyCycle(cfg.Region))
-	return &Radio{cfg: cfg, changed: make(chan struct{}), params: params, duty: mesh.NewAirtimeBudget(cfg.DutyWindow, allowance)}
+	return &Radio{cfg: cfg, num: cfg.NodeNum, changed: make(chan struct{}), params: params, duty: mesh.NewAirtimeBudget(cfg.DutyWindow, allowance)}
 }
 
-// Config returns the radio's configuration.
-func (r *Radio) Config() Config { return r.cfg }
+// Config returns the radio's configuration, with its node number as it
+// is now.
+func (r *Radio) Config() Config {
+	cfg := r.cfg
+	cfg.NodeNum = r.nodeNum()
+	return cfg
+}
+
+// nodeNum is the radio's node number as it is now.
+func (r *Radio) nodeNum() uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.num
+}
+
+// SetNodeNum gives the radio another node number from its next handshake
+// on, as when another radio is plugged into the same port: a client learns
+// of it only by asking for the configuration again.
+func (r *Radio) SetNodeNum(num uint32) {
+	r.mu.Lock()
+	r.num = num
+	r.mu.Unlock()
+}
 
 // conn is one client connection.
 type conn struct {
@@ -332,7 +354,7 @@ func (r *Radio) onPacket(c *conn, p *meshpb.MeshPacket) error {
 	}
 	r.mu.Lock()
 	cp := proto.CloneOf(p)
-	cp.From = r.cfg.NodeNum // the firmware overwrites from
+	cp.From = r.num // the firmware overwrites from
 	r.received = append(r.received, cp)
 	r.notify()
 	r.mu.Unlock()
@@ -341,8 +363,9 @@ func (r *Radio) onPacket(c *conn, p *meshpb.MeshPacket) error {
 
 func (r *Radio) routingReply(requestID uint32, reason meshpb.Routing_Error) *meshpb.MeshPacket {
 	payload, _ := proto.Marshal(&meshpb.Routing{Variant: &meshpb.Routing_ErrorReason{ErrorReason: reason}})
+	num := r.nodeNum()
 	return &meshpb.MeshPacket{
-		From: r.cfg.NodeNum, To: r.cfg.NodeNum, Id: rand.Uint32(),
+		From: num, To: num, Id: rand.Uint32(),
 		PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{Portnum: meshpb.PortNum_ROUTING_APP, Payload: payload, RequestId: requestID}},
 	}
 }
@@ -353,7 +376,7 @@ func packetMsg(p *meshpb.MeshPacket) *meshpb.FromRadio {
 
 // sendConfig sends the configuration dump in the firmware's order.
 func (r *Radio) sendConfig(c *conn, nonce uint32) error {
-	cfg := r.cfg
+	cfg := r.Config()
 	r.mu.Lock()
 	reboots := r.rebootCount
 	r.mu.Unlock()
@@ -414,8 +437,9 @@ func (r *Radio) Inject(p *meshpb.MeshPacket) bool {
 	if r.cfg.ClientProxy {
 		// A radio in client proxy mode also hands its MQTT uplink of the
 		// packet to the client.
-		env, _ := proto.Marshal(&meshpb.ServiceEnvelope{Packet: p, ChannelId: mesh.PresetName(r.cfg.Preset), GatewayId: mesh.NodeID(r.cfg.NodeNum)})
-		topic := "msh/" + r.cfg.Region.String() + "/2/e/" + mesh.PresetName(r.cfg.Preset) + "/" + mesh.NodeID(r.cfg.NodeNum)
+		gw := mesh.NodeID(r.nodeNum())
+		env, _ := proto.Marshal(&meshpb.ServiceEnvelope{Packet: p, ChannelId: mesh.PresetName(r.cfg.Preset), GatewayId: gw})
+		topic := "msh/" + r.cfg.Region.String() + "/2/e/" + mesh.PresetName(r.cfg.Preset) + "/" + gw
 		m := &meshpb.MqttClientProxyMessage{Topic: topic, PayloadVariant: &meshpb.MqttClientProxyMessage_Data{Data: env}}
 		return c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_MqttClientProxyMessage{MqttClientProxyMessage: m}}) == nil
 	}

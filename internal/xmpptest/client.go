@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,6 +57,7 @@ type Presence struct {
 	Self        bool   // status 110
 	Destroyed   bool   // carries <destroy/>
 	Error       string // error condition for Type "error"
+	Payload     string // the presence's children, as XML
 	Received    time.Time
 }
 
@@ -426,6 +428,25 @@ type inPresence struct {
 	Type  string        `xml:"type,attr"`
 	X     []mucUserX    `xml:"http://jabber.org/protocol/muc#user x"`
 	Error *stanza.Error `xml:"error"`
+	Other []anyElem     `xml:",any"`
+}
+
+// anyElem is an element of any name, kept whole to be shown as XML.
+type anyElem struct {
+	XMLName  xml.Name
+	Attrs    []xml.Attr `xml:",any,attr"`
+	Text     string     `xml:",chardata"`
+	Children []anyElem  `xml:",any"`
+}
+
+// payload renders elements as XML, for a test to look into.
+func payload(els []anyElem) string {
+	var b strings.Builder
+	for _, e := range els {
+		out, _ := xml.Marshal(e)
+		b.Write(out)
+	}
+	return b.String()
 }
 
 type inIQ struct {
@@ -496,6 +517,7 @@ func (c *Client) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) e
 			From:     p.From,
 			Nick:     from.Resourcepart(),
 			Type:     p.Type,
+			Payload:  payload(p.Other),
 			Received: now,
 		}
 		for _, x := range p.X {

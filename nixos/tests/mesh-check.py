@@ -11,9 +11,10 @@ log of "room-client listen" (JSON lines).
         or the Meshtastic JSON uplink) was posted to the room by someone
         other than the test's own occupant.
     mesh-check radio-took TEXT BUSLOG
-        Exit 0 if a send request carrying TEXT (sovereign/mesh/tx) was
-        taken by the radio: a result on sovereign/mesh/result for the same
-        request id with no error.
+        Exit 0 if a send request carrying TEXT (sovereign/mesh/tx, or
+        sovereign/mesh/tx/<gateway id> for one radio) was taken by the
+        radio: a result on sovereign/mesh/result for the same request id
+        with no error.
     mesh-check in-room NICK ROOMLOG
         Exit 0 if NICK is in the room (its last presence is "available").
 
@@ -147,7 +148,7 @@ def radio_took(text, buslog):
         if pkt is None:
             continue
         pid, data = pkt
-        if topic == "sovereign/mesh/tx":
+        if topic == "sovereign/mesh/tx" or topic.startswith("sovereign/mesh/tx/"):
             if first(data, 1) == TEXT_MESSAGE_APP and wanted in first(data, 2, b""):
                 requests.add(pid)
         elif topic == "sovereign/mesh/result":

@@ -26,9 +26,10 @@
 #
 # How the mesh side is observed: everything the radio hears is published on
 # the embedded broker (sovereign/mesh/rx and the Meshtastic topics); the XMPP
-# gateway asks for sends on sovereign/mesh/tx, and the radio link reports
-# each request's outcome on sovereign/mesh/result. mesh-check.py reads a log
-# of those topics; room-client.py is the second occupant of the room.
+# gateway asks the radio for sends on sovereign/mesh/tx/<gateway id>, and the
+# radio link reports each request's outcome on sovereign/mesh/result.
+# mesh-check.py reads a log of those topics; room-client.py is the second
+# occupant of the room.
 {
   pkgs ? import <nixpkgs> { },
   # The package under test; null means the module's default.
