@@ -60,7 +60,9 @@ type Remote struct {
 	pending   []lossyMessage  // received for no subscriber yet
 	dropped   int             // lossy messages dropped during this outage
 	// willTopicState is the last retained message published on the
-	// will's topic, restated after each reconnect.
+	// will's topic, restated after each reconnect; willMu orders setting
+	// it and queueing it against restating it.
+	willMu         sync.Mutex
 	willTopicState []byte
 }
 
@@ -487,15 +489,19 @@ func (r *Remote) onConnect(c paho.Client) {
 	for f, h := range r.subs {
 		subs[f] = h
 	}
-	restate := r.resend && r.cfg.Will != nil && r.willTopicState != nil
-	state := r.willTopicState
+	reconnect := r.resend
 	r.mu.Unlock()
-	if restate {
+	if w := r.cfg.Will; w != nil && reconnect {
 		// The broker may have published the will while the connection was
-		// down; the state it stands for is published again after it.
-		if err := r.Publish(r.cfg.Will.Topic, state, true); err != nil {
-			r.log.Error("could not restate after a reconnect", "topic", r.cfg.Will.Topic, "err", err)
+		// down; the state it stands for is published again after it. The
+		// lock keeps a newer state from being overtaken by this one.
+		r.willMu.Lock()
+		if r.willTopicState != nil {
+			if err := r.publish(w.Topic, r.willTopicState, true); err != nil {
+				r.log.Error("could not restate after a reconnect", "topic", w.Topic, "err", err)
+			}
 		}
+		r.willMu.Unlock()
 	}
 	for filter, h := range subs {
 		go func() {
@@ -540,10 +546,14 @@ func (r *Remote) dispatch(topic string, payload []byte) {
 // Any other is published at once, or queued while the broker is away.
 func (r *Remote) Publish(topic string, payload []byte, retain bool) error {
 	if w := r.cfg.Will; w != nil && retain && topic == w.Topic {
-		r.mu.Lock()
+		r.willMu.Lock()
+		defer r.willMu.Unlock()
 		r.willTopicState = bytes.Clone(payload)
-		r.mu.Unlock()
 	}
+	return r.publish(topic, payload, retain)
+}
+
+func (r *Remote) publish(topic string, payload []byte, retain bool) error {
 	if r.cfg.Reliable != nil && r.cfg.Reliable(topic) {
 		b, err := json.Marshal(outboxItem{Topic: topic, Payload: payload, Retain: retain})
 		if err != nil {

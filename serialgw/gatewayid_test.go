@@ -139,7 +139,8 @@ func TestGatewayID(t *testing.T) {
 	}
 
 	stop := run()
-	testutil.Eventually(t, wait, func() bool { return radio.Ready() && gw.Up() }, "no handshake")
+	// Up is set a moment before the online record goes out: wait for the record.
+	testutil.Eventually(t, wait, func() bool { return radio.Ready() && len(w.since(0, topics.Status(id))) > 0 }, "no handshake")
 	// The first ever start knows no id until the radio answers: nothing
 	// is published before it is online.
 	if st := w.since(0, topics.Status(id)); len(st) == 0 || !hasState(t, st[:1], topics.LinkOnline, id) {

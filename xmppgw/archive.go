@@ -3,6 +3,7 @@ package xmppgw
 import (
 	"context"
 	"encoding/xml"
+	"strings"
 	"sync"
 	"time"
 
@@ -197,6 +198,9 @@ func (g *Gateway) catchUp(ctx context.Context, c *conn, r *room) error {
 	}
 	n := 0
 	for _, m := range msgs {
+		if strings.HasPrefix(m.OriginID, "mesh-") && r.trusted[m.From.String()] {
+			r.notePeerPost(m.OriginID, m.From.String()) // not to be posted again by this bridge
+		}
 		if !g.ours(r, m.From, m.OccupantID, m.OriginID, m.ID) && m.From.Resourcepart() != "" {
 			n++
 			if err := g.fromRoom(ctx, c, r, m.From, m.Body, roomMsgKey(r, m.ArchiveID, m.OriginID, m.ID)); err != nil {

@@ -89,6 +89,12 @@ type Config struct {
 	// connection's last messages to reach the room's archive before
 	// resending what was not confirmed.
 	ResendGrace time.Duration
+	// PeerBridges are the XMPP accounts of other bridges this one
+	// cooperates with in its rooms: it takes what they say about their
+	// radios, and leaves to them the mesh texts and room messages theirs
+	// are to carry. The room must show them their real JIDs (a
+	// non-anonymous room, or the bridges as moderators).
+	PeerBridges []jid.JID
 	// PeerGrace is how long to hold a mesh text that another bridge in the
 	// room, on the same mesh, is the one to post (if that bridge has not
 	// posted it by then, this one does), and a mesh text before it is

@@ -186,10 +186,7 @@ func requestID(msgKey string, chunk int) uint32 {
 type pendingSend struct {
 	// Target is the gateway id of the radio that sends it; "" while no
 	// radio is known, until the first comes online.
-	Target string `json:"target,omitempty"`
-	// Except names the mesh a relayed mesh text came from, which it must
-	// not go back to; "" for what a room said.
-	Except string    `json:"except,omitempty"`
+	Target string    `json:"target,omitempty"`
 	Text   string    `json:"text"`
 	Room   string    `json:"room"`
 	Nick   string    `json:"nick"`
@@ -262,9 +259,10 @@ func (g *Gateway) sent(seq uint64) {
 // restoreSends takes back what the outbox held when the daemon stopped, so
 // that outcomes arriving later still reach their room.
 func (g *Gateway) restoreSends() {
+	kept := g.pendingSends()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, k := range g.pendingSends() {
+	for _, k := range kept {
 		if k.Target != "" {
 			g.requests[k.id()] = k.info(k.seq)
 		}
@@ -278,32 +276,46 @@ func (g *Gateway) restoreSends() {
 func (g *Gateway) offerAgain(gateway string) {
 	n := 0
 	for _, k := range g.pendingSends() {
-		switch k.Target {
-		case gateway:
-			if err := g.publishSend(k.room, k.pendingSend); err != nil {
-				g.log.Warn("could not offer a waiting message to the radio side again", "radio", gateway, "err", err)
-				return
-			}
-			n++
-		case "":
-			g.mu.Lock()
-			targets := g.radios.transmitters(k.Except)
-			g.mu.Unlock()
-			for _, t := range targets {
-				p := k.pendingSend
-				p.Target = t
-				g.keepSend(p)
-				if err := g.publishSend(k.room, p); err != nil {
-					g.log.Warn("could not offer a waiting message to the radio side", "radio", t, "err", err)
-					return
-				}
-				n++
-			}
-			g.sent(k.seq)
+		if k.Target != gateway {
+			continue
 		}
+		if err := g.publishSend(k.room, k.pendingSend); err != nil {
+			g.log.Warn("could not offer a waiting message to the radio side again", "radio", gateway, "err", err)
+			return
+		}
+		n++
 	}
 	if n > 0 {
 		g.log.Info("offered a radio side what waited for it", "radio", gateway, "count", n)
+	}
+	g.assignWaiting()
+}
+
+// assignWaiting hands what was said while no radio was known to the
+// radios known now, one per mesh. Two callers at once (a radio coming
+// online as a message is kept) make the same requests, which are kept
+// once and sent once.
+func (g *Gateway) assignWaiting() {
+	for _, k := range g.pendingSends() {
+		if k.Target != "" {
+			continue
+		}
+		g.mu.Lock()
+		targets := g.radios.transmitters(k.Room, nil)
+		g.mu.Unlock()
+		if len(targets) == 0 {
+			return
+		}
+		for _, t := range targets {
+			p := k.pendingSend
+			p.Target = t
+			g.keepSend(p)
+			if err := g.publishSend(k.room, p); err != nil {
+				g.log.Warn("could not offer a waiting message to the radio side", "radio", t, "err", err)
+				return
+			}
+		}
+		g.sent(k.seq)
 	}
 }
 

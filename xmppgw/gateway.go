@@ -165,6 +165,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.log.Warn("stopping with mesh messages not yet confirmed by the room", "count", n)
 		}
 	}()
+	relayCtx, stopRelays := context.WithCancel(ctx)
+	relaysDone := make(chan struct{})
+	go func() { defer close(relaysDone); g.relayLoop(relayCtx) }()
+	defer func() { stopRelays(); <-relaysDone }()
 	policy := retry.Policy{Min: g.cfg.BackoffMin, Max: g.cfg.BackoffMax, Healthy: time.Minute, Tick: g.tick}
 	return retry.Run(ctx, policy, g.log, "XMPP connection lost; reconnecting", func(ctx context.Context) error {
 		err := g.session(ctx, rooms)
@@ -326,8 +330,7 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 	if rc, ok := g.roomOfQueue(o.queue); ok && !o.dm {
 		g.mu.Lock()
 		n := g.nodes[from]
-		g.relays = append(g.relays, pendingRelay{room: rc, name: cmp.Or(n.LongName, n.ShortName, from), text: text, id: o.id,
-			heardBy: o.heardBy, due: time.Now().Add(g.cfg.PeerGrace)})
+		g.queueRelay(pendingRelay{room: rc, name: cmp.Or(n.LongName, n.ShortName, from), text: text, id: o.id, heardBy: o.heardBy})
 		g.mu.Unlock()
 	}
 	g.mu.Lock()
@@ -397,15 +400,38 @@ func (g *Gateway) onRadio(topic string, payload []byte) {
 	if !ok {
 		return
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	if len(payload) == 0 {
-		g.radios.forget(id)
+		g.forgetRadio(id)
 		return
 	}
 	var r topics.RadioRecord
-	if json.Unmarshal(payload, &r) == nil {
-		g.radios.setRecord(id, r)
+	if json.Unmarshal(payload, &r) != nil {
+		return
+	}
+	g.mu.Lock()
+	cameOnline := g.radios.setRecord(id, r)
+	g.mu.Unlock()
+	if cameOnline {
+		g.offerAgain(id)
+	}
+}
+
+// forgetRadio drops a radio its radio side cleared (the side now uses
+// another radio, under another id). What waited for it in the outbox is
+// dropped: the radio side kept whatever it took in.
+func (g *Gateway) forgetRadio(id string) {
+	g.mu.Lock()
+	g.radios.forget(id)
+	g.mu.Unlock()
+	n := 0
+	for _, k := range g.pendingSends() {
+		if k.Target == id {
+			g.sent(k.seq)
+			n++
+		}
+	}
+	if n > 0 {
+		g.log.Warn("a radio side changed radios; what waited for the old one was dropped", "radio", id, "count", n)
 	}
 }
 
@@ -422,20 +448,19 @@ func (g *Gateway) onStatus(topic string, payload []byte) {
 	if len(payload) > 0 && json.Unmarshal(payload, &s) != nil {
 		return
 	}
-	g.mu.Lock()
-	cameOnline := false
 	if len(payload) == 0 {
-		g.radios.forget(id) // the radio side uses another radio now
-	} else {
-		cameOnline = g.radios.setStatus(id, s)
+		g.forgetRadio(id)
+		return
 	}
+	g.mu.Lock()
+	cameOnline := g.radios.setStatus(id, s)
 	up := g.radioUp()
 	if up {
 		clear(g.toldRadioDown)
 	}
 	blocked := false
 	for _, r := range g.radios.byID {
-		blocked = blocked || (r.online() && r.status.AirtimeBlocked)
+		blocked = blocked || (r.localOnline() && r.status.AirtimeBlocked)
 	}
 	tell := blocked && !g.airBlocked
 	g.airBlocked = blocked
@@ -468,13 +493,12 @@ func (g *Gateway) onResult(_ string, payload []byte) {
 	id := res.RequestID
 	now := time.Now()
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	info, ok := g.requests[id]
+	var done uint64
 	if ok && info.seq != 0 {
 		// The radio link has it (or has refused it): the outbox need not
 		// offer it again.
-		g.sent(info.seq)
-		info.seq = 0
+		done, info.seq = info.seq, 0
 		g.requests[id] = info
 	}
 	for rid, ri := range g.requests {
@@ -482,9 +506,15 @@ func (g *Gateway) onResult(_ string, payload []byte) {
 			delete(g.requests, rid)
 		}
 	}
+	g.mu.Unlock()
+	if done != 0 {
+		g.sent(done) // the spool, without the lock held
+	}
 	if !ok || res.Reason == meshpb.Routing_NONE {
 		return
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.Stats.Refused.Add(1)
 	b := g.refused[info.room.String()]
 	if b == nil {
@@ -540,7 +570,7 @@ func (g *Gateway) toMesh(rc Room, nick, body, msgKey string) {
 		return
 	}
 	g.mu.Lock()
-	targets := g.radios.transmitters("")
+	targets := g.radios.transmitters(rc.JID.String(), nil)
 	tell := !g.radioUp() && !g.toldRadioDown[rc.JID.String()]
 	if tell {
 		g.toldRadioDown[rc.JID.String()] = true
@@ -553,11 +583,16 @@ func (g *Gateway) toMesh(rc Room, nick, body, msgKey string) {
 	if len(targets) == 0 {
 		targets = []string{""} // no radio known yet: waits for the first
 	}
-	if err := g.sendChunks(rc, nick, body, msgKey, "", chunks, targets); err != nil {
+	if err := g.sendChunks(rc, nick, body, msgKey, chunks, targets); err != nil {
 		g.say(rc.JID, fmt.Sprintf("⚠ %s: not sent to the mesh: %v", nick, err))
 		return
 	}
 	g.Stats.RoomToMesh.Add(1)
+	if targets[0] == "" {
+		// A radio may have come online meanwhile, and have been offered
+		// what waited before this was kept.
+		g.assignWaiting()
+	}
 }
 
 // pendingRelay is a mesh text that may be for the bridge's other meshes.
@@ -569,12 +604,37 @@ type pendingRelay struct {
 	text     string
 	id       string // the mesh text's id, mesh-<from>-<packet id>
 	heardBy  string // the radio of this gateway that heard it, or
-	occupant string // the other bridge in the room that posted it
+	occupant string // the trusted bridge in the room that posted it
 	due      time.Time
 }
 
 // maxPendingRelays bounds the texts waiting to be relayed.
 const maxPendingRelays = 1024
+
+// queueRelay puts a text in line to be relayed; g.mu is held.
+func (g *Gateway) queueRelay(p pendingRelay) {
+	if len(g.relays) >= maxPendingRelays {
+		g.log.Warn("too many mesh texts waiting to be relayed to the other meshes; the oldest is not relayed", "id", g.relays[0].id)
+		g.relays = g.relays[1:]
+	}
+	p.due = time.Now().Add(g.cfg.PeerGrace)
+	g.relays = append(g.relays, p)
+}
+
+// relayLoop releases the relays whose wait is over, whether or not the
+// XMPP server is reachable: meshes are linked through the broker.
+func (g *Gateway) relayLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g.releaseRelays(now)
+		}
+	}
+}
 
 // releaseRelays relays the texts whose wait is over to the meshes they
 // turn out not to have come from.
@@ -585,49 +645,50 @@ func (g *Gateway) releaseRelays(now time.Time) {
 		due = append(due, g.relays[0])
 		g.relays = g.relays[1:]
 	}
-	g.mu.Unlock()
+	var targets [][]string
 	for _, p := range due {
+		room := p.room.JID.String()
 		if p.heardBy != "" {
-			g.mu.Lock()
-			own := g.radios.meshOf(p.heardBy)
-			g.mu.Unlock()
-			g.relay(p.room, p.name, p.text, p.id, own)
+			targets = append(targets, g.radios.relayTargets(room, p.heardBy))
 			continue
 		}
-		g.mu.Lock()
 		g.learnFromPeerPost(p.id, p.occupant)
-		apart := g.radios.apart(p.occupant)
-		g.mu.Unlock()
-		if apart {
-			g.relay(p.room, p.name, p.text, p.id, "")
-		}
+		targets = append(targets, g.radios.peerRelayTargets(room, p.occupant))
+	}
+	g.mu.Unlock()
+	for i, p := range due {
+		g.relay(p.room, p.name, p.text, p.id, targets[i])
 	}
 }
 
-// learnFromPeerPost: another bridge (occupant) posted the mesh text id; if
-// a radio of this gateway heard it too, they share a mesh. g.mu is held.
+// learnFromPeerPost: a trusted bridge (occupant) posted the mesh text id;
+// if a radio of this gateway heard it too, it shares that bridge's mesh
+// (when that bridge's radios are all on one). g.mu is held.
 func (g *Gateway) learnFromPeerPost(id, occupant string) {
 	var from, pid uint32
 	if _, err := fmt.Sscanf(id, "mesh-%08x-%08x", &from, &pid); err != nil {
 		return
 	}
-	heardBy, ok := g.heardBy[uint64(from)<<32|uint64(pid)]
-	if !ok {
-		return
-	}
-	for _, peerRadio := range g.radios.peerRadios(occupant) {
-		if g.radios.heardOnAir(heardBy, peerRadio) {
-			g.log.Info("another bridge in the room hears what this bridge's radio hears: one mesh", "radio", heardBy, "bridge", occupant, "its_radio", peerRadio)
-		}
+	if heardBy, ok := g.heardBy[uint64(from)<<32|uint64(pid)]; ok {
+		g.sharesMeshWith(heardBy, occupant)
 	}
 }
 
-// relay sends a text from one mesh to the others (all but except), once
-// per text id.
-func (g *Gateway) relay(rc Room, name, text, id, except string) {
-	g.mu.Lock()
-	targets := g.radios.transmitters(except)
-	g.mu.Unlock()
+// sharesMeshWith records that this gateway's radio heard what a trusted
+// bridge (occupant) heard; g.mu is held.
+func (g *Gateway) sharesMeshWith(radio, occupant string) {
+	peerMesh := g.radios.peerMesh(occupant)
+	if peerMesh == nil || has(peerMesh, radio) {
+		return
+	}
+	if g.radios.heardOnAir(radio, peerMesh[0].id) {
+		g.log.Info("another bridge in the room hears what this bridge's radio hears: one mesh", "radio", radio, "bridge", occupant, "its_radio", peerMesh[0].id)
+	}
+}
+
+// relay sends a text from one mesh to the radios of the others (targets),
+// once per text id.
+func (g *Gateway) relay(rc Room, name, text, id string, targets []string) {
 	key := "relay:" + id
 	if len(targets) == 0 || !g.firstTime(key) {
 		return
@@ -637,12 +698,12 @@ func (g *Gateway) relay(rc Room, name, text, id, except string) {
 		g.log.Info("a mesh text is too long to relay to the other meshes", "id", id)
 		return
 	}
-	if err := g.sendChunks(rc, name, text, key, except, chunks, targets); err != nil {
+	if err := g.sendChunks(rc, name, text, key, chunks, targets); err != nil {
 		g.log.Warn("could not relay a mesh text to the other meshes", "id", id, "err", err)
 		return
 	}
 	g.markSent(key)
-	g.log.Debug("mesh text relayed to the other meshes", "id", id, "from_mesh", except, "radios", targets)
+	g.log.Debug("mesh text relayed to the other meshes", "id", id, "radios", targets)
 }
 
 func (g *Gateway) roomOfQueue(queue string) (Room, bool) {
@@ -656,11 +717,11 @@ func (g *Gateway) roomOfQueue(queue string) (Room, bool) {
 
 // sendChunks keeps and publishes a message's chunks for each target radio
 // ("" for the first radio to come online).
-func (g *Gateway) sendChunks(rc Room, nick, body, msgKey, except string, chunks, targets []string) error {
+func (g *Gateway) sendChunks(rc Room, nick, body, msgKey string, chunks, targets []string) error {
 	words := firstWords(body)
 	for i, c := range chunks {
 		for _, target := range targets {
-			p := pendingSend{Target: target, Except: except, Text: c, Room: rc.JID.String(), Nick: nick, Msg: msgKey,
+			p := pendingSend{Target: target, Text: c, Room: rc.JID.String(), Nick: nick, Msg: msgKey,
 				Words: words, Part: i + 1, Parts: len(chunks), Asked: time.Now()}
 			g.keepSend(p)
 			if target == "" {
@@ -680,12 +741,12 @@ func (g *Gateway) sendChunks(rc Room, nick, body, msgKey, except string, chunks,
 // posted back; and learns from it, and from a text two radios both heard,
 // which radios share a mesh.
 func (g *Gateway) fromABridgeRadio(heardBy string, p *meshpb.MeshPacket) bool {
-	if p.GetViaMqtt() {
-		return false
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	sender, bridged := g.radios.isBridgeRadio(p.GetFrom())
+	if p.GetViaMqtt() {
+		return bridged // came through MQTT: tells nothing of who hears whom
+	}
 	other := sender
 	if !bridged {
 		k := uint64(p.GetFrom())<<32 | uint64(p.GetId())

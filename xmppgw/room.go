@@ -61,6 +61,7 @@ type room struct {
 	// (bounded), the texts held for one of them to post, and what this
 	// bridge last said in its presence about its radios.
 	peerPosted map[string]string // mesh text id -> the occupant that posted it
+	trusted    map[string]bool   // occupants that are bridges this one trusts
 	held       []heldPost
 	advertised string
 }
@@ -82,7 +83,7 @@ func (r *room) notePeerPost(id, occupant string) {
 
 func newRoom(r Room, c *Config, log *slog.Logger) *room {
 	return &room{cfg: r, nick: r.Nick, log: log.With("room", r.JID.String()), rejoinDelay: c.RejoinDelay, backoffMax: c.BackoffMax,
-		peerPosted: map[string]string{}}
+		peerPosted: map[string]string{}, trusted: map[string]bool{}}
 }
 
 func (r *room) joined() bool { return r.state == roomJoined }

@@ -29,6 +29,9 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 	g.mechanism = c.mechanism
 	g.radios.clearPeers()
 	g.mu.Unlock()
+	for _, r := range rooms {
+		clear(r.trusted)
+	}
 	g.log.Info("XMPP connected", "jid", c.s.LocalAddr().String(), "mechanism", c.mechanism)
 
 	for _, r := range rooms {
@@ -108,6 +111,11 @@ func (g *Gateway) join(ctx context.Context, c *conn, r *room) error {
 	if !r.beginJoin(time.Now()) {
 		return nil
 	}
+	// The room tells us its occupants anew as we join.
+	g.mu.Lock()
+	g.radios.dropRoomPeers(r.cfg.JID.String())
+	g.mu.Unlock()
+	clear(r.trusted)
 	adv, key := g.advert()
 	r.advertised = key
 	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), X: &mucX{}, Radios: adv})
@@ -135,18 +143,42 @@ func (g *Gateway) advertise(ctx context.Context, c *conn, r *room) error {
 }
 
 // notePeer takes in what another occupant's presence says about the radios
-// it sends through: another bridge, on this mesh or another.
-func (g *Gateway) notePeer(p *inPresence) {
+// it sends through, if it is a bridge this one trusts (Config.PeerBridges,
+// by the real JID the room shows): anyone else could claim radios to
+// silence a mesh user or cut the room off from a mesh.
+func (g *Gateway) notePeer(r *room, p *inPresence) {
+	occupant := p.From.String()
+	trusted := p.Type == "" && g.trusts(p)
 	var adv *radiosAdvert
-	if p.Type == "" && p.Radios != nil {
-		adv = p.Radios
-		if len(adv.Radios) > maxAdvertRadios {
+	if trusted {
+		r.trusted[occupant] = true
+		if adv = p.Radios; adv != nil && len(adv.Radios) > maxAdvertRadios {
 			adv = &radiosAdvert{Radios: adv.Radios[:maxAdvertRadios]}
 		}
+	} else {
+		delete(r.trusted, occupant)
 	}
 	g.mu.Lock()
-	g.radios.peerSays(p.From.String(), adv)
+	g.radios.peerSays(occupant, adv)
 	g.mu.Unlock()
+}
+
+// trusts reports whether an occupant's real JID, as the room shows it, is
+// one of the bridges this one cooperates with.
+func (g *Gateway) trusts(p *inPresence) bool {
+	if p.X == nil || len(p.X.Items) == 0 || p.X.Items[0].JID == "" {
+		return false
+	}
+	real, err := jid.Parse(p.X.Items[0].JID)
+	if err != nil {
+		return false
+	}
+	for _, b := range g.cfg.PeerBridges {
+		if b.Bare().Equal(real.Bare()) {
+			return true
+		}
+	}
+	return false
 }
 
 // releaseHeld posts the held mesh texts whose time has come, and drops
@@ -171,13 +203,11 @@ func (g *Gateway) releaseHeld(ctx context.Context, c *conn, r *room, now time.Ti
 	return nil
 }
 
-// postedByPeer drops a mesh text another bridge (occupant) posted; it
+// postedByPeer drops a mesh text a trusted bridge (occupant) posted; it
 // heard it too, so its radios share the mesh.
 func (g *Gateway) postedByPeer(o outbound, occupant string) {
 	g.mu.Lock()
-	for _, peerRadio := range g.radios.peerRadios(occupant) {
-		g.radios.heardOnAir(o.heardBy, peerRadio)
-	}
+	g.sharesMeshWith(o.heardBy, occupant)
 	g.mu.Unlock()
 	g.delivered(o)
 	g.Stats.PostedByPeer.Add(1)
@@ -215,7 +245,7 @@ func (g *Gateway) handleEvent(ctx context.Context, c *conn, rooms []*room, e eve
 	if p := e.pres; p != nil {
 		if r := g.roomOf(rooms, p.From); r != nil {
 			if p.Type != "error" && p.From.Resourcepart() != "" && !p.From.Equal(r.occupant) && !p.has(statusSelf) {
-				g.notePeer(p)
+				g.notePeer(r, p)
 			}
 			return g.act(ctx, c, r, r.onPresence(p))
 		}
@@ -267,20 +297,21 @@ func (g *Gateway) onRoomMessage(ctx context.Context, c *conn, r *room, msg *inMe
 	if msg.OccupantID != nil {
 		occID = msg.OccupantID.ID
 	}
-	if strings.HasPrefix(oid, "mesh-") && !msg.From.Equal(r.occupant) && (r.occupantID == "" || occID != r.occupantID) {
-		// Another bridge's post of a mesh text: not this bridge's to
-		// post again, and for this bridge's meshes if that bridge is on
-		// another.
+	if strings.HasPrefix(oid, "mesh-") && r.trusted[msg.From.String()] {
+		// A trusted bridge's post of a mesh text: not this bridge's to
+		// post again, and for this bridge's other meshes.
 		r.notePeerPost(oid, msg.From.String())
+		// A late post carries the bridge's own delay; the room's history
+		// carries the room's.
+		history := msg.Delay != nil && (msg.Delay.From == "" || msg.Delay.From == r.cfg.JID.String())
 		g.mu.Lock()
 		g.learnFromPeerPost(oid, msg.From.String())
-		if msg.Delay == nil && len(g.relays) < maxPendingRelays {
+		if !history {
 			name, text, ok := strings.Cut(strings.TrimSpace(msg.body()), ": ")
 			if !ok {
 				name, text = msg.From.Resourcepart(), msg.body()
 			}
-			g.relays = append(g.relays, pendingRelay{room: r.cfg, name: name, text: text, id: oid,
-				occupant: msg.From.String(), due: time.Now().Add(g.cfg.PeerGrace)})
+			g.queueRelay(pendingRelay{room: r.cfg, name: name, text: text, id: oid, occupant: msg.From.String()})
 		}
 		g.mu.Unlock()
 	}
@@ -360,7 +391,7 @@ func (g *Gateway) command(ctx context.Context, c *conn, r *room, nick, cmd strin
 	switch word {
 	case "status":
 		g.mu.Lock()
-		radios := g.radios.describe()
+		radios := g.radios.describe(r.cfg.JID.String())
 		g.mu.Unlock()
 		reply = fmt.Sprintf("%s Bridging channel %s.", radios, r.cfg.label())
 	default:
@@ -389,12 +420,18 @@ func (g *Gateway) deliver(ctx context.Context, c *conn, rooms []*room, o outboun
 		r.backlog = append(r.backlog, o)
 		return nil
 	}
+	return g.postOrHold(ctx, c, r, o)
+}
+
+// postOrHold posts a mesh text to a room we are in, unless a trusted bridge
+// posted it already, or is the one to post it (then it waits a moment).
+func (g *Gateway) postOrHold(ctx context.Context, c *conn, r *room, o outbound) error {
 	if occ, ok := r.peerPosted[o.id]; ok {
 		g.postedByPeer(o, occ)
 		return nil
 	}
 	g.mu.Lock()
-	wait := g.radios.deferTo(o.heardBy)
+	wait := g.radios.deferTo(o.heardBy, r.occupant.String())
 	g.mu.Unlock()
 	if wait {
 		r.held = append(r.held, heldPost{o: o, due: time.Now().Add(g.cfg.PeerGrace)})
@@ -467,13 +504,20 @@ func (g *Gateway) flush(ctx context.Context, c *conn, r *room) error {
 	if err := g.catchUp(ctx, c, r); err != nil {
 		return err
 	}
-	pending := append(r.unacked, r.backlog...)
+	unacked, backlog := r.unacked, r.backlog
 	r.unacked, r.backlog = nil, nil
-	for i, o := range pending {
+	for i, o := range unacked {
 		if err := g.post(ctx, c, r, o); err != nil {
 			// o is in unacked (post puts it there first); what was not
 			// posted yet waits for the next join, ahead of anything newer.
-			r.backlog = append(slices.Clone(pending[i+1:]), r.backlog...)
+			r.backlog = append(append(slices.Clone(unacked[i+1:]), backlog...), r.backlog...)
+			return err
+		}
+	}
+	// What arrived while we were out: another bridge may have posted it.
+	for i, o := range backlog {
+		if err := g.postOrHold(ctx, c, r, o); err != nil {
+			r.backlog = append(slices.Clone(backlog[i+1:]), r.backlog...)
 			return err
 		}
 	}

@@ -142,13 +142,16 @@ type inPresence struct {
 	Error      *stanza.Error `xml:"error"`
 }
 
+type mucItem struct {
+	Affiliation string `xml:"affiliation,attr"`
+	Role        string `xml:"role,attr"`
+	JID         string `xml:"jid,attr"` // the occupant's real JID, where the room shows it
+	Nick        string `xml:"nick,attr"`
+	Reason      string `xml:"reason"`
+}
+
 type mucUserX struct {
-	Items []struct {
-		Affiliation string `xml:"affiliation,attr"`
-		Role        string `xml:"role,attr"`
-		Nick        string `xml:"nick,attr"`
-		Reason      string `xml:"reason"`
-	} `xml:"item"`
+	Items    []mucItem `xml:"item"`
 	Statuses []struct {
 		Code int `xml:"code,attr"`
 	} `xml:"status"`

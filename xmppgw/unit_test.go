@@ -385,6 +385,7 @@ func TestAirtimeBlockedNotice(t *testing.T) {
 		{`{"state":"disconnected","error":"gone"}`, 0},
 		{`{"state":"connecting","airtime_blocked":true}`, 0},
 	}
+	g.onRadio(topics.Radio("!5eed0001"), []byte(`{"id":"!5eed0001","num":1592590337}`))
 	for i, s := range steps {
 		g.onStatus(topics.Status("!5eed0001"), []byte(s.record))
 		got := drainNotices(g)

@@ -776,6 +776,10 @@ func TestLostSendRequestOfferedAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	rec, _ := json.Marshal(topics.RadioRecord{ID: radioID, Num: 0x5eed0001})
+	if err := b.Publish(topics.Radio(radioID), rec, true); err != nil {
+		t.Fatal(err)
+	}
 	link(topics.LinkOnline)
 
 	cfg := xmppgw.Config{
@@ -810,7 +814,7 @@ func TestLostSendRequestOfferedAgain(t *testing.T) {
 	link(topics.LinkOnline)
 	testutil.Eventually(t, wait, func() bool { return len(offers()) == 2 }, "not offered again when the link came back")
 
-	// Across a restart of the gateway, too (the link's status is retained).
+	// Across a restart of the gateway, too (the link's records are retained).
 	stop()
 	stop = run()
 	defer func() { stop() }()

@@ -385,7 +385,7 @@ func TestSplitRolesOverMosquitto(t *testing.T) {
 	_, radioLogs := start("radio-side", "--device", "tcp://"+addr)
 	testutil.Eventually(t, 30*time.Second, radio.Ready, "the radio side never reached the radio\n%s", radioLogs)
 
-	const texts, lines = 60, 12
+	const texts, lines = 100, 20
 	for i := range texts {
 		switch i {
 		case texts / 3:

@@ -81,6 +81,12 @@ func roomCount(c *xmpptest.Client, s string) int {
 // askStatus says !status until the bridge's answer satisfies ok.
 func askStatus(t *testing.T, alice *xmpptest.Client, room string, ok func(string) bool, what string) {
 	t.Helper()
+	askStatusOf(t, alice, room, "meshbridge", ok, what)
+}
+
+// askStatusOf is askStatus for the bridge with nick.
+func askStatusOf(t *testing.T, alice *xmpptest.Client, room, nick string, ok func(string) bool, what string) {
+	t.Helper()
 	ctx := context.Background()
 	if !testutil.Poll(ctx, 60*time.Second, func() bool {
 		said := time.Now()
@@ -90,7 +96,7 @@ func askStatus(t *testing.T, alice *xmpptest.Client, room string, ok func(string
 		reply := ""
 		testutil.Poll(ctx, 5*time.Second, func() bool {
 			for _, m := range alice.Messages() {
-				if m.Nick == "meshbridge" && m.Received.After(said) && strings.Contains(m.Body, "Bridging channel") {
+				if m.Nick == nick && m.Received.After(said) && strings.Contains(m.Body, "Bridging channel") {
 					reply = m.Body
 				}
 			}
@@ -240,8 +246,10 @@ func TestTwoMeshesOneRoom(t *testing.T) {
 // arguments go to both.
 func twoBridges(t *testing.T, extra ...string) (alice *xmpptest.Client, room string, radioA, radioB *meshsim.Radio, stopA func()) {
 	t.Helper()
+	// A non-anonymous room: the bridges see each other's real JIDs, and
+	// trust each other by them.
 	srv := xmpptest.StartProsody(t, xmpptest.WithAccount("bridge", "bridge-pw"), xmpptest.WithAccount("bridge2", "bridge-pw"),
-		xmpptest.WithAccount("alice", "alice-pw"))
+		xmpptest.WithAccount("alice", "alice-pw"), xmpptest.WithPublicJIDs())
 	room = "village@" + srv.MUCDomain
 	alice = xmpptest.Dial(t, srv, "alice", "alice-pw")
 	if err := alice.Join(context.Background(), room, "alice"); err != nil {
@@ -251,9 +259,10 @@ func twoBridges(t *testing.T, extra ...string) (alice *xmpptest.Client, room str
 	pw := bridgePasswordFile(t, dir)
 	radioA, addrA := startRadioNum(t, 0x5eed000a)
 	radioB, addrB := startRadioNum(t, 0x5eed000b)
-	start := func(name, account, radioAddr string) (*exec.Cmd, *safeBuffer) {
+	start := func(name, account, peer, radioAddr string) (*exec.Cmd, *safeBuffer) {
 		args := append([]string{"--device", "tcp://" + radioAddr, "--mqtt-listen", "off", "--state-dir", filepath.Join(dir, name), "--text-interval", "100ms",
-			"-j", account + "@" + srv.Domain, "--password-file", pw, "-r", room, "-n", name, "--xmpp-server", srv.Addr}, extra...)
+			"-j", account + "@" + srv.Domain, "--password-file", pw, "-r", room, "-n", name, "--xmpp-server", srv.Addr,
+			"--peer-bridges", peer + "@" + srv.Domain}, extra...)
 		cmd := exec.Command(binary, args...)
 		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+srv.CAFile)
 		logs := &safeBuffer{}
@@ -264,20 +273,22 @@ func twoBridges(t *testing.T, extra ...string) (alice *xmpptest.Client, room str
 		t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
 		return cmd, logs
 	}
-	bridgeA, logsA := start("meshbridge", "bridge", addrA)
-	_, logsB := start("meshbridge2", "bridge2", addrB)
-	// Each bridge says in the room that it sends through its radio; the
-	// room tells the other bridge in the same broadcast, before anything
-	// alice says next.
+	bridgeA, logsA := start("meshbridge", "bridge", "bridge2", addrA)
+	_, logsB := start("meshbridge2", "bridge2", "bridge", addrB)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("bridge A:\n%s\nbridge B:\n%s", logsA, logsB)
 		}
 	})
+	// Each bridge says in the room that it sends through its radio, and
+	// each knows the other.
 	for nick, id := range map[string]string{"meshbridge": "!5eed000a", "meshbridge2": "!5eed000b"} {
 		alice.WaitPresence(t, 60*time.Second, func(p xmpptest.Presence) bool {
 			return p.Nick == nick && p.Type == "" && strings.Contains(p.Payload, `id="`+id+`"`)
 		})
+	}
+	for nick, other := range map[string]string{"meshbridge": "meshbridge2 (radio !5eed000b)", "meshbridge2": "meshbridge (radio !5eed000a)"} {
+		askStatusOf(t, alice, room, nick, func(s string) bool { return strings.Contains(s, "Other bridges here: "+other) }, "it knows the other bridge")
 	}
 	return alice, room, radioA, radioB, func() { bridgeA.Process.Signal(os.Interrupt); bridgeA.Wait() }
 }

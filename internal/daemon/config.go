@@ -68,6 +68,7 @@ type Config struct {
 	XMPPMaxParts int
 	XMPPBinding  bool
 	DMJID        string
+	PeerBridges  string // comma-separated JIDs
 	// Rooms are extra channel <-> room pairs from the config file.
 	Rooms []RoomConfig
 
@@ -136,6 +137,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.IntVar(&c.XMPPMaxParts, "xmpp-max-parts", 4, "most mesh packets one room message may become (longer ones are refused with a reply)")
 	fs.BoolVar(&c.XMPPBinding, "xmpp-channel-binding", false, "offer SCRAM-*-PLUS (TLS channel binding) first; breaks on ejabberd before 24.02")
 	str(&c.DMJID, []string{"dm-jid"}, "", "`JID` that receives direct messages sent to the radio (default: not forwarded)")
+	str(&c.PeerBridges, []string{"peer-bridges"}, "", "comma-separated `JIDs` of other bridges in the same rooms to cooperate with: each mesh text posted once, one radio per mesh sends")
 
 	// A mistyped flag gets one line and a hint, not the whole usage; -h
 	// prints the usage.
@@ -292,7 +294,7 @@ func (c Config) Validate() error {
 		return usageErr("--log-format %q: want text or json", c.LogFormat)
 	}
 	if c.JID == "" {
-		if c.Room != "" || len(c.Rooms) > 0 || c.Password != "" || c.PasswordFile != "" || c.XMPPServer != "" || c.DMJID != "" {
+		if c.Room != "" || len(c.Rooms) > 0 || c.Password != "" || c.PasswordFile != "" || c.XMPPServer != "" || c.DMJID != "" || c.PeerBridges != "" {
 			return usageErr("XMPP settings given without -j/--jid: give the bridge's XMPP account, or drop them to bridge only the mesh and MQTT")
 		}
 		return nil
@@ -380,6 +382,16 @@ func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config
 		if xc.DMJID, err = jid.Parse(c.DMJID); err != nil {
 			return xc, fmt.Errorf("--dm-jid %q: %w", c.DMJID, err)
 		}
+	}
+	for _, p := range strings.Split(c.PeerBridges, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pj, err := jid.Parse(p)
+		if err != nil {
+			return xc, fmt.Errorf("--peer-bridges %q: %w", p, err)
+		}
+		xc.PeerBridges = append(xc.PeerBridges, pj.Bare())
 	}
 	rooms := c.Rooms
 	if c.Room != "" {

@@ -102,6 +102,7 @@ Component %[11]q "muc"
 	muc_room_locking = false
 	muc_room_default_history_length = 20
 	muc_tombstones = false
+	muc_room_default_public_jids = %[12]v
 `,
 		q(filepath.Join(s.Dir, "prosody.pid")),
 		q(filepath.Join(s.Dir, "data")),
@@ -109,7 +110,7 @@ Component %[11]q "muc"
 		q(p.pki.certFile), q(p.pki.keyFile),
 		level, q(s.LogFile),
 		ports[0], ports[1],
-		s.Domain, s.MUCDomain)
+		s.Domain, s.MUCDomain, s.opts.publicJIDs)
 	return os.WriteFile(p.cfgFile(s), []byte(cfg), 0o644)
 }
 

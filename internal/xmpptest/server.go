@@ -38,6 +38,9 @@ type account struct{ user, pass string }
 
 type options struct {
 	accounts []account
+	// publicJIDs makes rooms non-anonymous: every occupant sees the
+	// others' real JIDs.
+	publicJIDs bool
 	// debug raises the server's log level, from XMPPTEST_DEBUG=1: useful
 	// when a test fails, noisy otherwise. XMPPTEST_TRACE=1 shows the
 	// clients' raw XML.
@@ -49,6 +52,10 @@ type options struct {
 func WithAccount(user, pass string) Option {
 	return func(o *options) { o.accounts = append(o.accounts, account{user, pass}) }
 }
+
+// WithPublicJIDs makes new rooms non-anonymous (Prosody only): every
+// occupant sees the others' real JIDs.
+func WithPublicJIDs() Option { return func(o *options) { o.publicJIDs = true } }
 
 // Server is a running (or stopped) XMPP server owned by one test.
 type Server struct {
