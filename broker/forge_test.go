@@ -62,7 +62,7 @@ func TestForgedBridgeTopicsRefused(t *testing.T) {
 				t.Fatalf("connect: %v", tok.Error())
 			}
 			defer c.Disconnect(0)
-			for _, topic := range []string{"sovereign/mesh/rx", "sovereign/mesh/tx", "sovereign/mesh/tx/!5eed0001", "sovereign/mesh/result", "sovereign/mesh/nodes/!a1b2c3d4", "sovereign/bridge/status/!5eed0001"} {
+			for _, topic := range []string{"sovereign/mesh/rx", "sovereign/mesh/tx", "sovereign/mesh/tx/!5eed0001", "sovereign/mesh/result", "sovereign/json/result", "sovereign/mesh/nodes/!a1b2c3d4", "sovereign/bridge/status/!5eed0001"} {
 				c.Publish(topic, 0, true, "forged").WaitTimeout(5 * time.Second)
 			}
 			c.Publish(downlink, 0, false, "marker").WaitTimeout(5 * time.Second)

@@ -90,15 +90,18 @@ let
     fileset = fs.unions (goMod ++ [ goFiles ]);
   };
   # The test run (doCheck): the module with its tests, plus the files the
-  # tests read. A new testdata directory has to be added here.
+  # tests read. A new testdata directory has to be added here. The example
+  # Node-RED flow is checked against the code it talks to.
   checkSource = fs.toSource {
     inherit root;
     fileset = fs.unions (
       goMod
       ++ [
         goFiles
+        ../hass/testdata
         ../mesh/testdata
         ../nixos/testdata
+        ../dist/node-red-flow.json
       ]
     );
   };

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
+	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
 // Spool is the durable store the radio link keeps its transmit queue and
@@ -38,6 +39,10 @@ type spooledRequest struct {
 	// A JSON downlink from before the first handshake, not yet parsed.
 	Downlink []byte `json:"downlink,omitempty"`
 	Root     string `json:"root,omitempty"`
+	// A JSON downlink's own "id", for its results, and whether it asks
+	// for an acknowledgement.
+	Client  json.RawMessage `json:"client_id,omitempty"`
+	WantAck bool            `json:"want_ack,omitempty"`
 }
 
 // persist records an accepted request before it is queued. A request seen
@@ -52,8 +57,12 @@ func (g *Gateway) persist(r *request) (dup bool, err error) {
 			return false, err
 		}
 	}
-	b, err := json.Marshal(spooledRequest{ID: r.id, Origin: r.origin, To: r.to, Channel: r.channel, ChName: r.chName, WireID: r.wireID, Data: data, Queued: r.queued,
-		Downlink: r.downlink, Root: r.root})
+	s := spooledRequest{ID: r.id, Origin: r.origin, To: r.to, Channel: r.channel, ChName: r.chName, WireID: r.wireID, Data: data, Queued: r.queued,
+		Downlink: r.downlink, Root: r.root}
+	if r.dl != nil {
+		s.Client, s.WantAck = r.dl.client, r.dl.wantAck
+	}
+	b, err := json.Marshal(s)
 	if err != nil {
 		return false, err
 	}
@@ -101,6 +110,14 @@ func (g *Gateway) restore() error {
 		r := &request{id: s.ID, origin: s.Origin, to: s.To, channel: s.Channel, chName: s.ChName, wireID: s.WireID, data: d, queued: s.Queued, seq: it.Seq}
 		if s.Downlink != nil {
 			r.data, r.downlink, r.root = nil, s.Downlink, s.Root
+		}
+		if s.Origin == topics.OriginJSONDownlink {
+			// Queued before the restart, and reported so, unless it was
+			// still waiting to be parsed.
+			r.dl = &downlinkState{client: s.Client, wantAck: s.WantAck, stage: stageQueued}
+			if r.downlink != nil {
+				r.dl.stage = stageTaken
+			}
 		}
 		g.tx.restore(r)
 	}

@@ -2,7 +2,9 @@
 // over a serial port or TCP, keeps the link alive and recovers it, owns the
 // one transmit queue, and meets the rest of the bridge only through the
 // broker: it publishes what the radio hears on Meshtastic-compatible and
-// bridge topics, and sends what arrives on the downlink topics.
+// bridge topics, and what the radio itself sends (and the gateway's NodeInfo
+// and, opted in, its map report) on the Meshtastic-compatible ones, and
+// sends what arrives on the downlink topics.
 package serialgw
 
 import (
@@ -73,6 +75,29 @@ type Config struct {
 	BackoffMin    time.Duration
 	BackoffMax    time.Duration
 	QueueLimit    int
+	// RefusalGrace is how long after the radio takes a packet a refusal
+	// of it may still come (the firmware drops a text under its rate limit,
+	// or a packet over its duty cycle, after taking it): a JSON downlink is
+	// reported sent once this has passed without one.
+	RefusalGrace time.Duration
+	// AckTimeout is how long a direct message from the JSON downlink waits
+	// for its destination's acknowledgement, or the radio's giving up,
+	// before it is reported failed.
+	AckTimeout time.Duration
+
+	// NodeInfoInterval is how often the radio's own NodeInfo is published
+	// on the Meshtastic topics, besides after each handshake: 3 hours, the
+	// firmware's NodeInfo broadcast interval.
+	NodeInfoInterval time.Duration
+	// MapReport publishes the firmware's map report on <root>/2/map/, for
+	// meshmap.net and meshtastic-map; off unless the operator opts in.
+	MapReport bool
+	// MapReportPrecision is how many bits of latitude and longitude the map
+	// report keeps (see ValidMapReportPrecision); 0 means the default, 14.
+	MapReportPrecision uint32
+	// MapReportInterval is the least time between two map reports: an
+	// hour, the firmware's default.
+	MapReportInterval time.Duration
 }
 
 // Defaults fills in unset durations and limits.
@@ -96,6 +121,13 @@ func (c *Config) Defaults() {
 		c.AirtimeShare = 0.5
 	}
 	def(&c.AirtimeWindow, time.Hour)
+	def(&c.RefusalGrace, 2*time.Second)
+	def(&c.AckTimeout, 5*time.Minute)
+	def(&c.NodeInfoInterval, 3*time.Hour)
+	def(&c.MapReportInterval, time.Hour)
+	if c.MapReportPrecision == 0 {
+		c.MapReportPrecision = DefaultMapReportPrecision
+	}
 }
 
 // Stats are the radio link's counters.
@@ -140,6 +172,11 @@ type Gateway struct {
 	// debug level.
 	proxyOversizeLogged, proxyFullLogged atomic.Int64
 
+	// When the radio's NodeInfo and the map report were last published;
+	// used only by the session loop. They outlive sessions, so a radio
+	// that reconnects often does not report to the map more often.
+	nodeInfoAt, mapReportAt time.Time
+
 	mu              sync.Mutex
 	radio           *radioState // the radio as of the last completed handshake
 	root            string
@@ -152,11 +189,21 @@ type Gateway struct {
 	// and then as of the last handshake; "" until a radio first answers.
 	gwID    string
 	txUnsub func() // the subscription of MeshTXTo(gwID), for the whole of Run
+
+	// dlMu orders the JSON downlinks' results (see jsonresult.go);
+	// dlWaiting holds those the radio took whose result waits, by packet id.
+	dlMu      sync.Mutex
+	dlWaiting map[uint32]*request
 }
 
 // New builds the radio link. Run starts it.
 func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 	cfg.Defaults()
+	if cfg.MapReport {
+		if err := ValidMapReportPrecision(cfg.MapReportPrecision); err != nil {
+			return nil, fmt.Errorf("map report precision %d: %w", cfg.MapReportPrecision, err)
+		}
+	}
 	if cfg.TextInterval < 2*time.Second {
 		log.Warn("text interval below the firmware's 2 s rate limit: the radio will drop texts", "interval", cfg.TextInterval)
 	}
@@ -180,8 +227,9 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		proxyOut: make(chan *meshpb.MqttClientProxyMessage, 64),
 		// As many as the transmit queue holds: a burst the queue would take
 		// is not refused at the door.
-		inbox: intake.New(cfg.QueueLimit),
-		gwID:  id,
+		inbox:     intake.New(cfg.QueueLimit),
+		gwID:      id,
+		dlWaiting: map[uint32]*request{},
 	}, nil
 }
 
@@ -240,6 +288,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		stopSave()
 		<-saveDone
 		stopListening()
+		g.endDownlinkWaits()
 		if n := g.tx.len(); n > 0 {
 			g.log.Warn("stopping with packets still queued for the radio; they are not sent", "queued", n)
 		}
@@ -556,6 +605,9 @@ func (g *Gateway) enqueue(r *request) error {
 		}
 		return nil
 	}
+	if r.dl != nil && r.downlink == nil {
+		g.downlinkQueued(r)
+	}
 	return g.tx.push(r)
 }
 
@@ -592,7 +644,7 @@ func (g *Gateway) refuseMeshTX(topic string, payload []byte) {
 }
 
 // refuseDownlink answers a JSON downlink the intake has no room for.
-func (g *Gateway) refuseDownlink(topic string, _ []byte) {
+func (g *Gateway) refuseDownlink(topic string, payload []byte) {
 	t, err := topics.Parse(topic)
 	if err != nil || !t.IsJSONDownlink() {
 		return
@@ -600,7 +652,14 @@ func (g *Gateway) refuseDownlink(topic string, _ []byte) {
 	if radio, root := g.currentRadio(); radio != nil && t.Root != root {
 		return // another root's downlink, which would have been ignored anyway
 	}
-	g.rejectDownlink(&request{origin: topics.OriginJSONDownlink, id: g.ids.next(), root: t.Root}, errBehind)
+	g.rejectDownlink(g.newDownlink(t.Root, payload), errBehind)
+}
+
+// newDownlink makes the request of a JSON downlink that came under root,
+// with its client's "id" when it has a usable one.
+func (g *Gateway) newDownlink(root string, payload []byte) *request {
+	client, _ := topics.DownlinkID(payload)
+	return &request{origin: topics.OriginJSONDownlink, id: g.ids.next(), root: root, dl: &downlinkState{client: client}}
 }
 
 func (g *Gateway) malformedRequest(topic string, err error) {
@@ -671,12 +730,20 @@ func (g *Gateway) NAKs() map[string]float64 {
 func (g *Gateway) refuse(r *request, reason meshpb.Routing_Error, err error) {
 	g.Stats.SendFailed.Add(1)
 	g.log.Warn("send refused", "origin", r.origin, "request", r.id, "reason", reason.String(), "err", err)
-	g.publishResult(r, reason)
+	g.report(r, reason, 0, err.Error())
 }
 
 // publishResult reports a request's outcome on topics.MeshResult as a
-// routing packet whose request_id is the request's id.
+// routing packet whose request_id is the request's id, and a JSON
+// downlink's on topics.JSONResult too.
 func (g *Gateway) publishResult(r *request, reason meshpb.Routing_Error) {
+	g.report(r, reason, 0, "")
+}
+
+// report is publishResult with what a JSON downlink's result says
+// besides: the node a routing reply came from, and why it was refused
+// (empty: the reason's usual meaning).
+func (g *Gateway) report(r *request, reason meshpb.Routing_Error, from uint32, detail string) {
 	g.done(r)
 	if reason != meshpb.Routing_NONE {
 		g.countNAK(reason)
@@ -685,12 +752,14 @@ func (g *Gateway) publishResult(r *request, reason meshpb.Routing_Error) {
 	if radio, _ := g.currentRadio(); radio != nil {
 		res.Radio = radio.myNum
 	}
-	b, err := res.Marshal()
-	if err != nil {
+	if b, err := res.Marshal(); err != nil {
 		g.log.Error("encode", "topic", topics.MeshResult, "err", err)
-		return
+	} else {
+		g.publish(topics.MeshResult, b, false)
 	}
-	g.publish(topics.MeshResult, b, false)
+	if r.dl != nil {
+		g.downlinkOutcome(r, reason, from, detail)
+	}
 }
 
 // downlinkFilters are the subscriptions for the JSON downlink. With the
@@ -710,7 +779,8 @@ func (g *Gateway) downlinkFilters() []string {
 
 // onJSONDownlink takes in the firmware's JSON downlink (sendtext, sendposition).
 // Before the first handshake the radio's node number and root are unknown:
-// the message is queued as it is, and parsed when it goes out.
+// the message is queued as it is, and parsed when it goes out. Each gets
+// its results on topics.JSONResult (see jsonresult.go).
 func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
 	t, err := topics.Parse(topic)
 	if err != nil || !t.IsJSONDownlink() {
@@ -718,7 +788,8 @@ func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
 	}
 	radio, root := g.currentRadio()
 	if radio == nil {
-		r := &request{origin: topics.OriginJSONDownlink, id: g.ids.next(), downlink: payload, root: t.Root}
+		r := g.newDownlink(t.Root, payload)
+		r.downlink = payload
 		if err := g.enqueue(r); err != nil {
 			g.rejectDownlink(r, err)
 			return
@@ -733,23 +804,43 @@ func (g *Gateway) onJSONDownlink(topic string, payload []byte) {
 	if t.Root != root {
 		return // another root's downlink, which the firmware would not have subscribed to
 	}
-	dl, err := mesh.ParseDownlink(payload, radio.myNum)
-	if err != nil {
-		g.Stats.DownlinkRejected.Add(1)
-		g.log.Warn("ignoring JSON downlink", "topic", topic, "err", err)
+	r := &request{origin: topics.OriginJSONDownlink, id: g.ids.next(), root: t.Root, dl: &downlinkState{}}
+	if !g.parseDownlink(r, payload, radio.myNum) {
 		return
 	}
-	r := &request{origin: topics.OriginJSONDownlink, id: g.ids.next(), to: dl.To, channel: dl.Channel, data: dl.Data}
 	if err := g.enqueue(r); err != nil {
 		g.rejectDownlink(r, err)
 	}
 }
 
+// parseDownlink fills in a JSON downlink's request from its message for
+// the radio with node number num, or refuses it and reports false. A
+// direct message asks for an acknowledgement, so its sender learns
+// whether it arrived.
+func (g *Gateway) parseDownlink(r *request, payload []byte, num uint32) bool {
+	dl, client, err := ParseDownlink(payload, num)
+	r.dl.client = client
+	if err != nil {
+		g.Stats.DownlinkRejected.Add(1)
+		g.log.Warn("ignoring JSON downlink", "root", r.root, "request", r.id, "err", err)
+		g.done(r)
+		reason := meshpb.Routing_BAD_REQUEST
+		if errors.Is(err, mesh.ErrTextTooLong) {
+			reason = meshpb.Routing_TOO_LARGE
+		}
+		g.downlinkRefused(r, reason, err.Error())
+		return false
+	}
+	r.to, r.channel, r.data, r.downlink = dl.To, dl.Channel, dl.Data, nil
+	r.dl.wantAck = r.to != mesh.Broadcast
+	return true
+}
+
 // rejectDownlink reports a JSON downlink request that was not queued.
 func (g *Gateway) rejectDownlink(r *request, err error) {
 	g.Stats.DownlinkRejected.Add(1)
-	g.log.Warn("ignoring JSON downlink", "root", r.root, "err", err)
-	g.publishResult(r, refusal(err))
+	g.log.Warn("ignoring JSON downlink", "root", r.root, "request", r.id, "err", err)
+	g.report(r, refusal(err), 0, err.Error())
 }
 
 // resolveDownlink turns a JSON downlink queued before the first handshake
@@ -762,18 +853,14 @@ func (g *Gateway) resolveDownlink(r *request) bool {
 		g.done(r)
 		return false
 	}
-	dl, err := mesh.ParseDownlink(r.downlink, radio.myNum)
-	if err != nil {
-		g.Stats.DownlinkRejected.Add(1)
-		g.log.Warn("ignoring JSON downlink", "root", r.root, "err", err)
-		g.done(r)
+	if !g.parseDownlink(r, r.downlink, radio.myNum) {
 		return false
 	}
-	r.to, r.channel, r.data, r.downlink = dl.To, dl.Channel, dl.Data, nil
 	if err := validate(r); err != nil {
 		g.rejectDownlink(r, err)
 		return false
 	}
+	g.downlinkQueued(r)
 	return true
 }
 

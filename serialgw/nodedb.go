@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
@@ -19,12 +20,16 @@ type nodeDB struct {
 	path  string
 	nodes map[uint32]topics.NodeRecord
 	dirty bool
+	// viaMQTT holds the nodes whose last packet reached the radio through
+	// MQTT: they are not counted as online local nodes. Not saved: the
+	// radio's node database tells it again at every handshake.
+	viaMQTT map[uint32]bool
 }
 
 const nodesFile = "nodes.json"
 
 func openNodeDB(stateDir string) (*nodeDB, error) {
-	db := &nodeDB{nodes: map[uint32]topics.NodeRecord{}}
+	db := &nodeDB{nodes: map[uint32]topics.NodeRecord{}, viaMQTT: map[uint32]bool{}}
 	if stateDir == "" {
 		return db, nil
 	}
@@ -71,6 +76,37 @@ func (db *nodeDB) updateUser(num uint32, u *meshpb.User, lastHeard uint32) (topi
 	rec2, old2 := rec, old
 	rec2.LastHeard, old2.LastHeard = 0, 0
 	return rec, rec2 != old2
+}
+
+// heardVia records whether the last packet from num reached the radio
+// through MQTT.
+func (db *nodeDB) heardVia(num uint32, viaMQTT bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if viaMQTT {
+		db.viaMQTT[num] = true
+	} else {
+		delete(db.viaMQTT, num)
+	}
+}
+
+// onlineLocal counts the nodes other than self heard within window before
+// now, not through MQTT: the firmware's number of online local nodes
+// (NodeDB::getNumOnlineMeshNodes(true)). A last-heard time ahead of now
+// (the radio's clock is ahead) counts as just heard, as in the firmware.
+func (db *nodeDB) onlineLocal(now time.Time, window time.Duration, self uint32) int {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	n := 0
+	for num, rec := range db.nodes {
+		if num == self || rec.LastHeard == 0 || db.viaMQTT[num] {
+			continue
+		}
+		if now.Sub(time.Unix(int64(rec.LastHeard), 0)) < window {
+			n++
+		}
+	}
+	return n
 }
 
 func (db *nodeDB) all() []topics.NodeRecord {

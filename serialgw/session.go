@@ -30,6 +30,7 @@ type inflight struct {
 	req      *request
 	wireID   uint32
 	deadline time.Time
+	pkt      *meshpb.MeshPacket // as written to the radio
 }
 
 // session is one connection to the radio, from open to close.
@@ -56,6 +57,10 @@ type session struct {
 	sentIDs   map[uint32]*request // recent wire ids, to match routing replies
 	sentOrder []uint32
 	wbuf      []byte
+
+	accepted      []accepted       // taken by the radio, to be published once not refused
+	ownPos        *meshpb.Position // the radio's own position, nil while unknown
+	mapSkipLogged bool             // why no map report goes out was said
 }
 
 func newSession(g *Gateway, conn io.ReadWriteCloser, name string) *session {
@@ -80,6 +85,7 @@ func (s *session) run(ctx context.Context) error {
 		close(quit)
 		s.conn.Close() // unblocks the reader
 		<-readerDone
+		s.flushAccepted(time.Now(), true)
 		if s.pending != nil {
 			// The radio may or may not have taken it; sending it again after
 			// the next handshake is better than losing it.
@@ -129,6 +135,10 @@ func (s *session) run(ctx context.Context) error {
 
 		case now := <-tick.C:
 			s.g.tick()
+			s.flushAccepted(now, false)
+			if s.up {
+				s.periodic(now, false)
+			}
 			switch {
 			case !s.up && now.After(s.deadline):
 				s.attempts++
@@ -265,6 +275,10 @@ func (s *session) writeRaw(b []byte) error {
 
 // startHandshake wakes the radio and asks for its configuration with a fresh nonce.
 func (s *session) startHandshake(ctx context.Context) error {
+	// What the radio took is published with the radio state it was sent
+	// under, which the handshake is about to replace.
+	s.flushAccepted(time.Now(), true)
+	s.ownPos, s.mapSkipLogged = nil, false
 	s.up = false
 	if s.pending != nil {
 		// Unconfirmed when the radio went quiet: it goes out again after
@@ -305,7 +319,9 @@ func (s *session) handle(ctx context.Context, m *meshpb.FromRadio) error {
 		if ni.GetNum() == r.myNum && r.myNum != 0 {
 			r.self = ni.GetUser()
 			r.hwModel = ni.GetUser().GetHwModel()
+			s.setOwnPosition(ni.GetPosition())
 		}
+		s.g.nodes.heardVia(ni.GetNum(), ni.GetViaMqtt())
 		if ni.GetUser() != nil {
 			if rec, changed := s.g.nodes.updateUser(ni.GetNum(), ni.GetUser(), ni.GetLastHeard()); changed {
 				s.g.publishNode(rec)
@@ -338,6 +354,7 @@ func (s *session) handle(ctx context.Context, m *meshpb.FromRadio) error {
 		}
 		s.up, s.attempts = true, 0
 		s.g.onHandshake(r)
+		s.periodic(time.Now(), true)
 	case *meshpb.FromRadio_Rebooted:
 		s.g.up.Store(false)
 		s.log.Warn("radio rebooted; handshaking again")
@@ -375,6 +392,7 @@ func (s *session) onQueueStatus(q *meshpb.QueueStatus) {
 	s.pending = nil
 	s.g.Stats.Sent.Add(1)
 	s.log.Debug("radio accepted packet", "id", p.wireID, "origin", p.req.origin, "request", p.req.id, "free", s.free)
+	s.onAccepted(p.pkt, time.Now())
 	s.g.publishResult(p.req, meshpb.Routing_NONE)
 }
 
@@ -390,6 +408,7 @@ func (s *session) sendTimedOut() {
 	p := s.pending
 	s.pending = nil
 	s.g.Stats.Sent.Add(1)
+	s.onAccepted(p.pkt, time.Now())
 	s.log.Info("radio does not confirm packets (firmware without flow control); sending without waiting")
 	s.g.publishResult(p.req, meshpb.Routing_NONE)
 }
@@ -399,7 +418,7 @@ func (s *session) sendFailed(reason meshpb.Routing_Error, why string) {
 	s.pending = nil
 	s.g.Stats.SendFailed.Add(1)
 	s.log.Warn("send failed", "id", p.wireID, "origin", p.req.origin, "request", p.req.id, "reason", reason.String(), "detail", why)
-	s.g.publishResult(p.req, reason)
+	s.g.report(p.req, reason, 0, why)
 }
 
 // trySend writes the next queued packet if the radio can take it now: the
@@ -459,7 +478,7 @@ func (s *session) trySend(pace *time.Timer) error {
 	}
 	wireID := req.wireID
 	pkt := &meshpb.MeshPacket{
-		To: req.to, Channel: req.channel, Id: wireID, HopLimit: s.radio.hopLimit(),
+		To: req.to, Channel: req.channel, Id: wireID, HopLimit: s.radio.hopLimit(), WantAck: req.wantAck(),
 		PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: req.data},
 	}
 	if err := s.write(&meshpb.ToRadio{PayloadVariant: &meshpb.ToRadio_Packet{Packet: pkt}}); err != nil {
@@ -473,11 +492,12 @@ func (s *session) trySend(pace *time.Timer) error {
 		"channel", req.channel, "origin", req.origin, "waited", now.Sub(req.queued).Round(time.Millisecond))
 	if s.noFlowCtl {
 		s.g.Stats.Sent.Add(1)
+		s.onAccepted(pkt, now)
 		s.g.publishResult(req, meshpb.Routing_NONE)
 		return nil
 	}
 	s.free--
-	s.pending = &inflight{req: req, wireID: wireID, deadline: now.Add(s.g.cfg.SendTimeout)}
+	s.pending = &inflight{req: req, wireID: wireID, deadline: now.Add(s.g.cfg.SendTimeout), pkt: pkt}
 	return nil
 }
 

@@ -32,7 +32,14 @@ type request struct {
 	// recognised (by the firmware and by every node) as the same packet.
 	wireID uint32
 	seq    uint64 // in the spool; 0 when not spooled
+	// dl is set for a JSON downlink: what its JSON results need.
+	dl *downlinkState
 }
+
+// wantAck reports whether the packet asks its destination for an
+// acknowledgement: a direct message from the JSON downlink, whose sender
+// is told when it arrives.
+func (r *request) wantAck() bool { return r.dl != nil && r.dl.wantAck }
 
 var errQueueFull = errors.New("transmit queue full")
 

@@ -24,6 +24,11 @@ func (s *session) onPacket(p *meshpb.MeshPacket) {
 	d := p.GetDecoded()
 	if d != nil {
 		s.learn(p, d)
+		if d.GetPortnum() == meshpb.PortNum_ROUTING_APP {
+			// The answer to a packet of ours counts whether or not the
+			// answer itself is published.
+			s.onRouting(p, d)
+		}
 	}
 	r := s.radio
 	_, root := g.currentRadio()
@@ -43,26 +48,42 @@ func (s *session) onPacket(p *meshpb.MeshPacket) {
 	}
 	s.publishEnvelope(topics.MeshRX, p, chName, gw)
 	g.Stats.PacketsPublished.Add(1)
-	if d.GetPortnum() == meshpb.PortNum_ROUTING_APP {
-		s.onRouting(p, d)
-	}
 
+	if s.mayUplink(p) {
+		s.uplink(p, p, chName, root, gw)
+	}
+}
+
+// mayUplink applies the firmware's rules (MQTT::onSend) to a decoded
+// packet on a channel: whether it goes on the Meshtastic topics.
+func (s *session) mayUplink(p *meshpb.MeshPacket) bool {
+	r := s.radio
 	switch {
 	case p.GetViaMqtt():
-		return // never loop a packet back into MQTT
+		return false // never loop a packet back into MQTT
 	case r.proxyActive() && r.channels[p.GetChannel()].GetSettings().GetUplinkEnabled():
-		return // the radio publishes this channel itself, through the proxy
-	case g.cfg.PublicBroker && p.GetFrom() != r.myNum && d.GetBitfield()&1 == 0:
-		return // the sender did not allow MQTT uplink
+		return false // the radio publishes this channel itself, through the proxy
+	case s.g.cfg.PublicBroker && p.GetFrom() != r.myNum && p.GetDecoded().GetBitfield()&1 == 0:
+		return false // the sender did not allow MQTT uplink
 	}
+	return true
+}
 
+// uplink publishes a decoded packet on channel chName on the Meshtastic
+// topics, as the firmware does: the envelope (encrypted with the channel
+// key unless encryption is off) and the JSON form. air is the packet as it
+// went on the air, which is what gets encrypted; it differs from p only for
+// packets our radio originates, whose Data the firmware completes (the
+// bitfield) when it encrypts them.
+func (s *session) uplink(p, air *meshpb.MeshPacket, chName, root, gw string) {
+	g, r := s.g, s.radio
 	env := p
 	if g.cfg.Encrypt {
 		key, err := r.channelKey(p.GetChannel())
 		if err != nil {
 			s.log.Warn("channel key unusable; publishing decoded", "channel", chName, "err", err)
 		} else if key != nil {
-			if enc, err := encryptPacket(p, chName, key); err == nil {
+			if enc, err := encryptPacket(air, chName, key); err == nil {
 				env = enc
 			} else {
 				s.log.Warn("encrypting packet", "err", err)
@@ -73,7 +94,7 @@ func (s *session) onPacket(p *meshpb.MeshPacket) {
 
 	js, err := mesh.JSONUplink(p, r.myNum, g.longName)
 	if err != nil {
-		s.log.Debug("no JSON form", "port", d.GetPortnum().String(), "err", err)
+		s.log.Debug("no JSON form", "port", p.GetDecoded().GetPortnum().String(), "err", err)
 		return
 	}
 	g.publish(topics.JSON(root, chName, gw), js, false)
@@ -100,9 +121,6 @@ func (s *session) onPKIPacket(p *meshpb.MeshPacket, d *meshpb.Data, root, gw str
 	}
 	s.publishEnvelope(topics.MeshRX, p, topics.PKIChannel, gw)
 	g.Stats.PacketsPublished.Add(1)
-	if d.GetPortnum() == meshpb.PortNum_ROUTING_APP {
-		s.onRouting(p, d)
-	}
 	js, err := mesh.JSONUplink(p, s.radio.myNum, g.longName)
 	if err != nil {
 		s.log.Debug("no JSON form", "port", d.GetPortnum().String(), "err", err)
@@ -146,6 +164,13 @@ func (s *session) learn(p *meshpb.MeshPacket, d *meshpb.Data) {
 			s.g.air.observe(tel.GetDeviceMetrics())
 		}
 	}
+	if d.GetPortnum() == meshpb.PortNum_POSITION_APP && p.GetFrom() == s.radio.myNum {
+		var pos meshpb.Position
+		if proto.Unmarshal(d.GetPayload(), &pos) == nil {
+			s.setOwnPosition(&pos)
+		}
+	}
+	s.g.nodes.heardVia(p.GetFrom(), p.GetViaMqtt())
 	var user *meshpb.User
 	if d.GetPortnum() == meshpb.PortNum_NODEINFO_APP {
 		user = new(meshpb.User)
@@ -170,22 +195,31 @@ func (g *Gateway) longName(num uint32) string {
 // onRouting reports a routing ACK/NAK for one of our packets against the
 // request that caused it.
 func (s *session) onRouting(p *meshpb.MeshPacket, d *meshpb.Data) {
-	req, ok := s.sentIDs[d.GetRequestId()]
-	if !ok {
-		return
-	}
 	var rt meshpb.Routing
 	if proto.Unmarshal(d.GetPayload(), &rt) != nil {
 		return
 	}
 	reason := rt.GetErrorReason()
+	if p.GetFrom() == s.radio.myNum && notTransmitted(reason) {
+		// The radio took the packet (its QueueStatus) and then dropped it
+		// (its text rate limit, its duty cycle): it never went out.
+		s.dropAccepted(d.GetRequestId())
+	}
+	req, ok := s.sentIDs[d.GetRequestId()]
+	if !ok {
+		// A JSON downlink waiting for its answer across a reconnect.
+		req, ok = s.g.awaitingReply(d.GetRequestId())
+	}
+	if !ok {
+		return
+	}
 	if reason != meshpb.Routing_NONE {
 		s.g.Stats.SendFailed.Add(1)
 		s.log.Warn("mesh refused our packet", "id", d.GetRequestId(), "origin", req.origin, "request", req.id, "reason", reason.String())
 	} else {
 		s.log.Debug("mesh acknowledged our packet", "id", d.GetRequestId(), "by", mesh.NodeID(p.GetFrom()))
 	}
-	s.g.publishResult(req, reason)
+	s.g.report(req, reason, p.GetFrom(), "")
 }
 
 // onProxyUplink passes what a radio in client proxy mode publishes straight

@@ -156,6 +156,11 @@ type Result struct {
 	Reason    meshpb.Routing_Error
 	Radio     uint32 // packet.from and packet.to: the radio's node number, 0 before its first handshake
 	Channel   uint32 // packet.channel: the channel index the request resolved to
+	// PacketID is packet.id: the id the packet went on the mesh with (its
+	// id on the Meshtastic topics, and what the mesh's replies and
+	// tapbacks to it name in reply_id), once the radio side chose one; 0
+	// otherwise, and from radio sides older than the field.
+	PacketID uint32
 }
 
 // Marshal encodes the result for MeshResult.
@@ -167,7 +172,7 @@ func (r Result) Marshal() ([]byte, error) {
 	return proto.Marshal(&meshpb.ServiceEnvelope{
 		GatewayId: r.Origin,
 		Packet: &meshpb.MeshPacket{
-			From: r.Radio, To: r.Radio, Channel: r.Channel,
+			From: r.Radio, To: r.Radio, Channel: r.Channel, Id: r.PacketID,
 			PayloadVariant: &meshpb.MeshPacket_Decoded{Decoded: &meshpb.Data{
 				Portnum: meshpb.PortNum_ROUTING_APP, Payload: routing, RequestId: r.RequestID,
 			}},
@@ -190,5 +195,5 @@ func ParseResult(payload []byte) (Result, error) {
 		return Result{}, fmt.Errorf("%w result: %w", ErrMalformed, err)
 	}
 	return Result{Origin: env.GetGatewayId(), RequestID: d.GetRequestId(), Reason: rt.GetErrorReason(),
-		Radio: env.GetPacket().GetFrom(), Channel: env.GetPacket().GetChannel()}, nil
+		Radio: env.GetPacket().GetFrom(), Channel: env.GetPacket().GetChannel(), PacketID: env.GetPacket().GetId()}, nil
 }

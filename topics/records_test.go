@@ -81,7 +81,7 @@ func TestRequestAndResult(t *testing.T) {
 		t.Error("a request without a decoded packet parsed")
 	}
 
-	res := Result{Origin: OriginJSONDownlink, RequestID: 9, Reason: meshpb.Routing_RATE_LIMIT_EXCEEDED, Radio: 0x5eed0001, Channel: 1}
+	res := Result{Origin: OriginJSONDownlink, RequestID: 9, Reason: meshpb.Routing_RATE_LIMIT_EXCEEDED, Radio: 0x5eed0001, Channel: 1, PacketID: 0xdeadbeef}
 	if b, err = res.Marshal(); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,8 @@ func TestRequestAndResult(t *testing.T) {
 	var rt meshpb.Routing
 	if err := proto.Unmarshal(b, &env); err != nil || env.GetGatewayId() != OriginJSONDownlink ||
 		env.GetPacket().GetDecoded().GetPortnum() != meshpb.PortNum_ROUTING_APP || env.GetPacket().GetDecoded().GetRequestId() != 9 ||
-		proto.Unmarshal(env.GetPacket().GetDecoded().GetPayload(), &rt) != nil || rt.GetErrorReason() != meshpb.Routing_RATE_LIMIT_EXCEEDED {
+		proto.Unmarshal(env.GetPacket().GetDecoded().GetPayload(), &rt) != nil || rt.GetErrorReason() != meshpb.Routing_RATE_LIMIT_EXCEEDED ||
+		env.GetPacket().GetId() != 0xdeadbeef {
 		t.Errorf("result on the wire: %v (%v)", &env, err)
 	}
 	if got, err := ParseResult(b); err != nil || got != res {
@@ -106,7 +107,7 @@ func TestRequestAndResult(t *testing.T) {
 // constant.
 func TestGatewaysUseTheContract(t *testing.T) {
 	records := map[string][]string{}
-	for _, v := range []any{NodeRecord{}, RadioRecord{}, ChannelRecord{}, StatusRecord{}} {
+	for _, v := range []any{NodeRecord{}, RadioRecord{}, ChannelRecord{}, StatusRecord{}, DownlinkResult{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
@@ -114,18 +115,21 @@ func TestGatewaysUseTheContract(t *testing.T) {
 		}
 	}
 	// Link states are never spelt out where they are compared or passed on;
-	// origins (common words: "xmpp" names a log component too) never where
-	// they are compared.
+	// origins and downlink statuses (common words: "xmpp" names a log
+	// component too, "queued" is a log key) never where they are compared.
 	states := map[string]bool{}
 	for _, s := range []LinkState{LinkConnecting, LinkOnline, LinkDisconnected, LinkOffline} {
 		states[string(s)] = true
 	}
 	compared := map[string]bool{OriginXMPP: true, OriginJSONDownlink: true}
+	for _, s := range []DownlinkStatus{DownlinkQueued, DownlinkSent, DownlinkAcked, DownlinkRefused, DownlinkFailed} {
+		compared[string(s)] = true
+	}
 	for s := range states {
 		compared[s] = true
 	}
 
-	for _, dir := range []string{"../serialgw", "../xmppgw"} {
+	for _, dir := range []string{"../serialgw", "../xmppgw", "../hass"} {
 		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil || len(files) == 0 {
 			t.Fatalf("no Go files in %s: %v", dir, err)

@@ -11,14 +11,16 @@
 //     which may write only the JSON downlink:
 //     <root>/2/e/<channel>/<gateway>     ServiceEnvelope (protobuf)
 //     <root>/2/json/<channel>/<gateway>  firmware 2.7 JSON
-//     <root>/2/json/mqtt/                JSON downlink (sendtext, sendposition)
+//     <root>/2/json/mqtt/                JSON downlink (sendtext, sendposition),
+//     answered on JSONResult
 //     <root>/2/map/                      map reports
 //   - The bridge's own topics under "sovereign/", through which the
 //     gateways of this daemon meet. Only the bridge writes them; local
 //     tools may read them. Their payloads are the types of this package:
-//     SendRequest and Result (protobuf), NodeRecord, RadioRecord and
-//     StatusRecord (JSON), and MaxTextBytes bounds a text. Records of a
-//     radio end in its gateway id, so several radios share a broker.
+//     SendRequest and Result (protobuf), NodeRecord, RadioRecord,
+//     StatusRecord and DownlinkResult (JSON), and MaxTextBytes bounds a
+//     text. Records of a radio end in its gateway id, so several radios
+//     share a broker.
 //
 // JSON field names and topic strings do not change: local tools rely on
 // them.
@@ -77,6 +79,18 @@ func JSON(root, channel, gateway string) string {
 // subscription the firmware makes for a downlink-enabled channel.
 func EnvelopeFilter(root, channel string) string {
 	return root + "/" + version + "/" + KindEnvelope + "/" + channel + "/+"
+}
+
+// JSONFilter matches the JSON messages of every gateway on channel ("+"
+// for every channel).
+func JSONFilter(root, channel string) string {
+	return root + "/" + version + "/" + KindJSON + "/" + channel + "/+"
+}
+
+// JSONDownlink is the topic local tools send JSON downlinks on,
+// "<root>/2/json/mqtt/", as the firmware documents it.
+func JSONDownlink(root string) string {
+	return root + "/" + version + "/" + KindJSON + "/" + downlinkChannel + "/"
 }
 
 // JSONDownlinkFilter matches the JSON downlink topic "<root>/2/json/mqtt/".

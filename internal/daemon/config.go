@@ -21,6 +21,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
+	"github.com/jshiffer/lora-xmpp-bridge/hass"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/secret"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
 	"github.com/jshiffer/lora-xmpp-bridge/topics"
@@ -56,6 +57,15 @@ type Config struct {
 	ShowVersion     bool
 	MetricsListen   string
 	MetricsRemote   bool
+	// MapReport publishes the firmware's map report on <root>/2/map/, at
+	// MapReportPrecision bits of position.
+	MapReport          bool
+	MapReportPrecision uint
+	// Hass announces the mesh to Home Assistant through MQTT discovery
+	// under HassPrefix; nodes unheard for HassExpire are removed.
+	Hass       bool
+	HassPrefix string
+	HassExpire time.Duration
 
 	// The XMPP side.
 	JID          string
@@ -117,6 +127,8 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.MQTTBrokerCA, []string{"mqtt-broker-ca"}, "", "PEM `file` of the CAs to trust for an mqtts:// broker (default: the system's)")
 	str(&c.MQTTRoot, []string{"mqtt-root"}, "", "topic `root` (default msh/<region of the radio>)")
 	fs.BoolVar(&c.MQTTEncrypt, "mqtt-encrypt", true, "publish envelopes encrypted with the channel key, as the firmware does")
+	fs.BoolVar(&c.MapReport, "map-report", false, "publish the firmware's map report on <root>/2/map/ at most hourly, so meshmap.net and meshtastic-map show the gateway")
+	fs.UintVar(&c.MapReportPrecision, "map-report-precision", serialgw.DefaultMapReportPrecision, "`bits` of latitude and longitude the map report keeps, 12 (about 6 km) to 15 (about 700 m)")
 	str(&c.Mesh, []string{"mesh"}, "", "the `name` of the mesh this radio is on; daemons whose radios share a name are treated as one mesh, and a room message goes out on one of them")
 	str(&c.StateDir, []string{"state-dir"}, "", "state `directory` (default $STATE_DIRECTORY, else $XDG_STATE_HOME/sovereign-bridge)")
 	fs.DurationVar(&c.TextInterval, "text-interval", 2500*time.Millisecond, "minimum spacing of texts sent to the mesh (the firmware drops texts under 2s apart)")
@@ -126,6 +138,9 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	str(&c.MetricsListen, []string{"metrics-listen"}, "off", "HTTP `address` for /metrics (Prometheus) and /healthz, loopback only; off by default")
 	fs.BoolVar(&c.MetricsRemote, "metrics-allow-remote", false, "allow --metrics-listen beyond loopback (the endpoint has no authentication and shows node ids and activity)")
+	fs.BoolVar(&c.Hass, "hass", false, "announce the mesh nodes and the bridge to Home Assistant through MQTT discovery")
+	str(&c.HassPrefix, []string{"hass-prefix"}, hass.DefaultPrefix, "Home Assistant's MQTT discovery `prefix`")
+	fs.DurationVar(&c.HassExpire, "hass-expire", hass.DefaultExpire, "remove a node's Home Assistant entities once it has not been heard for this long (also each sensor's expire_after)")
 	str(&c.JID, []string{"j", "jid"}, "", "XMPP `JID` of the bridge account")
 	fs.Var(&c.Password, "p", "XMPP password (visible in the process list: prefer --password-file)")
 	fs.Var(&c.Password, "password", "XMPP password (visible in the process list: prefer --password-file)")
@@ -274,8 +289,22 @@ func (c Config) Validate() error {
 	if err := validMeshName(c.Mesh); err != nil {
 		return usageErr("--mesh %q: %w", c.Mesh, err)
 	}
+	if err := serialgw.ValidMapReportPrecision(uint32(min(c.MapReportPrecision, 1<<32-1))); err != nil {
+		return usageErr("--map-report-precision %d: %w", c.MapReportPrecision, err)
+	}
 	if c.MQTTMaxConns < 1 {
 		return usageErr("--mqtt-max-connections %d: want at least 1", c.MQTTMaxConns)
+	}
+	prefix := c.hassPrefix()
+	if c.Hass {
+		prefix = c.HassPrefix
+	}
+	if err := hass.ValidPrefix(prefix); err != nil {
+		return usageErr("--hass-prefix: %w", err)
+	}
+	// Below a minute every node would come and go between its packets.
+	if (c.Hass || c.HassExpire != 0) && c.HassExpire < time.Minute {
+		return usageErr("--hass-expire %v: want at least 1m (the default is %v)", c.HassExpire, hass.DefaultExpire)
 	}
 	if c.TextInterval <= 0 {
 		return usageErr("--text-interval %v: want a positive duration (the firmware drops texts less than 2s apart; the default is 2.5s)", c.TextInterval)
@@ -349,11 +378,24 @@ func (c Config) brokerPassword() (secret.String, error) {
 	return pw, nil
 }
 
+// hassPrefix is the Home Assistant discovery prefix, also without --hass:
+// Home Assistant's status topic is under it.
+func (c Config) hassPrefix() string {
+	if c.HassPrefix == "" {
+		return hass.DefaultPrefix
+	}
+	return c.HassPrefix
+}
+
 // brokerConfig is the embedded broker's configuration. Local tools may
-// write only the firmware's JSON downlink.
+// write only the firmware's JSON downlink, and Home Assistant's status
+// topic: Home Assistant publishes its start there and makes it its will,
+// and the broker refuses a login whose will the client may not write.
 func (c Config) brokerConfig() broker.Config {
+	haStatus := hass.StatusTopic(c.hassPrefix())
+	mayWrite := func(topic string) bool { return topics.IsJSONDownlink(topic) || topic == haStatus }
 	return broker.Config{
-		Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials, MaxConnections: c.MQTTMaxConns, IsDownlink: topics.IsJSONDownlink, IsOwn: topics.IsBridgeTopic,
+		Listen: c.MQTTListen, CredentialsFile: c.MQTTCredentials, MaxConnections: c.MQTTMaxConns, IsDownlink: mayWrite, IsOwn: topics.IsBridgeTopic,
 	}
 }
 

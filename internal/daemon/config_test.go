@@ -219,3 +219,44 @@ func TestMeshName(t *testing.T) {
 		}
 	}
 }
+
+// The map report is off by default at the firmware's 14 bits; the
+// precision is refused outside the firmware's 12 to 15 with one line
+// naming the flag, from the command line and the config file alike.
+func TestMapReportFlags(t *testing.T) {
+	c, err := Parse(nil, env(nil), io.Discard)
+	if err != nil || c.MapReport || c.MapReportPrecision != 14 {
+		t.Fatalf("defaults: map report %v at %d bits (%v)", c.MapReport, c.MapReportPrecision, err)
+	}
+	for _, bits := range []string{"12", "13", "14", "15"} {
+		c, err := Parse([]string{"--map-report", "--map-report-precision", bits}, env(nil), io.Discard)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil || !c.MapReport || fmt.Sprint(c.MapReportPrecision) != bits {
+			t.Errorf("--map-report-precision %s: %v (parsed %d)", bits, err, c.MapReportPrecision)
+		}
+	}
+	for _, bits := range []string{"0", "10", "11", "16", "19", "32", "4294967296", "-1", "fine"} {
+		c, err := Parse([]string{"--map-report-precision", bits}, env(nil), io.Discard)
+		if err == nil {
+			err = c.Validate()
+		}
+		if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "map-report-precision") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("--map-report-precision %s: err = %v, want a one-line usage error naming the flag", bits, err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "bridge.toml")
+	os.WriteFile(file, []byte("map-report = true\nmap-report-precision = 12\n"), 0o600)
+	if c, err := Parse([]string{"--config", file}, env(nil), io.Discard); err != nil || !c.MapReport || c.MapReportPrecision != 12 {
+		t.Errorf("config file: map report %v at %d bits (%v)", c.MapReport, c.MapReportPrecision, err)
+	}
+	os.WriteFile(file, []byte("map-report-precision = 18\n"), 0o600)
+	c, err = Parse([]string{"--config", file}, env(nil), io.Discard)
+	if err == nil {
+		err = c.Validate()
+	}
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "map-report-precision") {
+		t.Errorf("config file with 18 bits: err = %v, want a usage error", err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jshiffer/lora-xmpp-bridge/broker"
+	"github.com/jshiffer/lora-xmpp-bridge/hass"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/ops"
 	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
@@ -109,6 +110,13 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 			return usageErr("%w", xmppFlagError(err))
 		}
 	}
+	var hg *hass.Gateway
+	if c.Hass {
+		hc := hass.Config{Prefix: c.HassPrefix, Expire: c.HassExpire, StateDir: stateDir}
+		if hg, err = hass.New(hc, b, log); err != nil {
+			return usageErr("--hass: %w", err)
+		}
+	}
 	// The simulated radio starts before the radio link is built, so that
 	// the link is built with the radio's address. The group owns it from
 	// here on: every return below stops the group and waits for it.
@@ -136,6 +144,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		gw, err = serialgw.New(serialgw.Config{
 			Device: dev, Mesh: c.Mesh, Root: c.MQTTRoot, Encrypt: c.MQTTEncrypt, StateDir: stateDir, Spool: store,
 			TextInterval: c.TextInterval, AirtimeShare: c.AirtimeShare, PublicBroker: c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker),
+			MapReport: c.MapReport, MapReportPrecision: uint32(c.MapReportPrecision), // checked by Validate
 		}, b, log)
 		if err != nil {
 			return err
@@ -176,6 +185,14 @@ func Run(ctx context.Context, c Config, log *slog.Logger, ready func(Info)) erro
 		// so no mesh text is missed. If Run fails first, ctx ends.
 		select {
 		case <-xg.Subscribed():
+		case <-ctx.Done():
+		}
+	}
+	if hg != nil {
+		g.Go(func() error { return hg.Run(ctx) })
+		// Likewise, so the radio's first telemetry reaches Home Assistant.
+		select {
+		case <-hg.Subscribed():
 		case <-ctx.Done():
 		}
 	}

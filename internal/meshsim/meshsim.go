@@ -56,6 +56,16 @@ type Config struct {
 	// on the real firmware; a packet that would exceed the region's share of
 	// it is refused with DUTY_CYCLE_LIMIT.
 	DutyWindow time.Duration
+	// Position is the radio's own position, sent with its own node in the
+	// handshake; nil for a radio that has none.
+	Position *meshpb.Position
+	// AnswerDirect, when set, is how the mesh answers a direct message
+	// the client sends with want_ack, right after the radio takes it:
+	// NONE is the destination's acknowledgement (from the destination),
+	// any other reason the radio giving up on it (from the radio itself,
+	// as MAX_RETRANSMIT after its retransmissions); ok false answers
+	// nothing, as an unreachable mesh with the radio still retrying.
+	AnswerDirect func(p *meshpb.MeshPacket) (reason meshpb.Routing_Error, ok bool)
 }
 
 // Demo is the configuration `--device sim` runs with.
@@ -358,7 +368,21 @@ func (r *Radio) onPacket(c *conn, p *meshpb.MeshPacket) error {
 	r.received = append(r.received, cp)
 	r.notify()
 	r.mu.Unlock()
-	return c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: qs}})
+	if err := c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: qs}}); err != nil {
+		return err
+	}
+	if r.cfg.AnswerDirect == nil || !p.GetWantAck() || p.GetTo() == mesh.Broadcast {
+		return nil
+	}
+	reason, ok := r.cfg.AnswerDirect(proto.CloneOf(cp))
+	if !ok {
+		return nil
+	}
+	reply := r.routingReply(p.GetId(), reason)
+	if reason == meshpb.Routing_NONE {
+		reply.From = p.GetTo() // a real acknowledgement comes from the destination
+	}
+	return c.writeMsg(packetMsg(reply))
 }
 
 func (r *Radio) routingReply(requestID uint32, reason meshpb.Routing_Error) *meshpb.MeshPacket {
@@ -382,7 +406,7 @@ func (r *Radio) sendConfig(c *conn, nonce uint32) error {
 	r.mu.Unlock()
 	msgs := []*meshpb.FromRadio{
 		{PayloadVariant: &meshpb.FromRadio_MyInfo{MyInfo: &meshpb.MyNodeInfo{MyNodeNum: cfg.NodeNum, RebootCount: reboots, NodedbCount: uint32(len(cfg.Peers) + 1)}}},
-		{PayloadVariant: &meshpb.FromRadio_NodeInfo{NodeInfo: &meshpb.NodeInfo{Num: cfg.NodeNum, User: user(cfg.NodeNum, cfg.LongName, cfg.ShortName), IsFavorite: true}}},
+		{PayloadVariant: &meshpb.FromRadio_NodeInfo{NodeInfo: &meshpb.NodeInfo{Num: cfg.NodeNum, User: user(cfg.NodeNum, cfg.LongName, cfg.ShortName), Position: cfg.Position, IsFavorite: true}}},
 		{PayloadVariant: &meshpb.FromRadio_Metadata{Metadata: &meshpb.DeviceMetadata{FirmwareVersion: "2.7.26.sim", HwModel: meshpb.HardwareModel_PORTDUINO, HasPKC: true}}},
 	}
 	for i := int32(0); i < 8; i++ {

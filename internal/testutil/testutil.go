@@ -53,6 +53,7 @@ var debianPackage = map[string]string{
 	"ejabberdctl":      "ejabberd",
 	"erl":              "ejabberd",
 	"protoc":           "protobuf-compiler",
+	"node":             "nodejs",
 }
 
 // NeedCommand returns the path of a program the test runs. A missing
