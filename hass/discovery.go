@@ -3,6 +3,7 @@ package hass
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"math"
 	"strings"
@@ -20,12 +21,36 @@ const (
 )
 
 // Identifiers: a mesh node's device is "meshtastic_<hex id>", a radio
-// side's "sovereign_bridge_<hex id>"; the discovery topics' node_id level
-// is "sovereign_<hex id>" and "sovereign_bridge_<hex id>", so everything
-// this bridge announced can be told from others' by its topic.
+// side's "sovereign_bridge_<hex id>", an XMPP side's
+// "sovereign_xmpp_<jid>_<hash>"; the discovery topics' node_id level is
+// "sovereign_<hex id>", "sovereign_bridge_<hex id>" and the XMPP side's
+// device id, so everything this bridge announced can be told from others'
+// by its topic.
 func nodeDeviceID(id string) string   { return "meshtastic_" + strings.TrimPrefix(id, "!") }
 func nodeObjectID(id string) string   { return "sovereign_" + strings.TrimPrefix(id, "!") }
 func bridgeDeviceID(id string) string { return "sovereign_bridge_" + strings.TrimPrefix(id, "!") }
+
+// xmppDeviceID is an XMPP side's device id: its bare JID with every
+// character outside what a topic level of discovery may hold
+// ([a-zA-Z0-9_-]) made "_", at most 64 of them, and a hash of the whole
+// JID, so that JIDs alike there stay apart: bridge@example.org is
+// sovereign_xmpp_bridge_example_org_5d0803ae.
+func xmppDeviceID(jid string) string {
+	var b strings.Builder
+	for _, r := range jid {
+		if b.Len() >= 64 {
+			break
+		}
+		if r == '_' || r == '-' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	h := fnv.New32a()
+	h.Write([]byte(jid))
+	return fmt.Sprintf("sovereign_xmpp_%s_%08x", b.String(), h.Sum32())
+}
 
 // origin names the bridge in every discovery payload, for Home
 // Assistant's log.
@@ -182,10 +207,10 @@ func (s *state) nodeConfigs(n *node) map[string][]byte {
 	return s.configs(nodeObjectID(st.ID), device, availability, entities)
 }
 
-// bridgeConfigs renders a radio side's discovery payloads: its link, as
-// its status record says (read from the record itself, which the radio
-// side keeps up to date, through a broker's will too), and a text entity
-// per channel of its radio.
+// bridgeConfigs renders a radio side's discovery payloads: its link, its
+// queue and its airtime, as its status record says (read from the record
+// itself, which the radio side keeps up to date, through a broker's will
+// too), and a text entity per channel of its radio.
 func (s *state) bridgeConfigs(b *bridge) map[string][]byte {
 	device := map[string]any{
 		"identifiers": []string{bridgeDeviceID(b.id)}, "name": "SovereignRelay " + b.id,
@@ -219,6 +244,22 @@ func (s *state) bridgeConfigs(b *bridge) map[string][]byte {
 			// Left out of the record while packets are not held back.
 			"value_template": "{{ 'ON' if value_json.airtime_blocked | default(false) else 'OFF' }}",
 		}},
+		// The queue and the airtime are left out of the record when 0, and
+		// by radio sides that predate them.
+		{componentSensor, "queue_depth", map[string]any{
+			"name": "Queue depth", "state_class": "measurement", "icon": "mdi:tray-full", "state_topic": status,
+			"value_template": "{{ value_json.queue_depth | default(0) }}",
+		}},
+		{componentSensor, "airtime_used", map[string]any{
+			"name": "Airtime used", "device_class": "duration", "unit_of_measurement": "s", "state_class": "measurement",
+			"suggested_display_precision": 1, "state_topic": status,
+			"value_template": "{{ value_json.airtime_used_seconds | default(0) }}",
+		}},
+		{componentSensor, "airtime_budget", map[string]any{
+			"name": "Airtime budget", "device_class": "duration", "unit_of_measurement": "s", "state_class": "measurement",
+			"suggested_display_precision": 0, "entity_category": "diagnostic", "state_topic": status,
+			"value_template": "{{ value_json.airtime_budget_seconds | default(0) }}",
+		}},
 	}
 	if r := b.radio; r != nil && r.Num != 0 && r.Root != "" {
 		for _, ch := range r.Channels {
@@ -226,4 +267,34 @@ func (s *state) bridgeConfigs(b *bridge) map[string][]byte {
 		}
 	}
 	return s.configs(bridgeDeviceID(b.id), device, nil, entities)
+}
+
+// xmppConfigs renders an XMPP side's discovery payloads: whether it is
+// connected to its server, since when, and how many rooms it is in, as its
+// status record says. The device hangs off no other (no via_device): the
+// XMPP side is not behind any one radio side, sends through whichever is
+// online on the mesh, and may run without one.
+func (s *state) xmppConfigs(x *xmppSide) map[string][]byte {
+	id := xmppDeviceID(x.jid)
+	device := map[string]any{
+		"identifiers": []string{id}, "name": "SovereignRelay XMPP " + x.jid,
+		"manufacturer": "SovereignRelay", "model": "XMPP bridge",
+	}
+	status := topics.XMPPStatus(x.jid)
+	entities := []entity{
+		{componentBinarySensor, "connected", map[string]any{
+			"name": "XMPP connected", "device_class": "connectivity", "state_topic": status,
+			"value_template":        "{{ 'ON' if value_json.state == '" + string(topics.LinkOnline) + "' else 'OFF' }}",
+			"json_attributes_topic": status,
+		}},
+		{componentSensor, "rooms", map[string]any{
+			"name": "Rooms joined", "state_class": "measurement", "icon": "mdi:forum", "state_topic": status,
+			"value_template": "{{ value_json.rooms | default(0) }}",
+		}},
+		{componentSensor, "since", map[string]any{
+			"name": "XMPP state since", "device_class": "timestamp", "entity_category": "diagnostic", "state_topic": status,
+			"value_template": "{{ value_json.since }}",
+		}},
+	}
+	return s.configs(id, device, nil, entities)
 }

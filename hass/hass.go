@@ -1,13 +1,14 @@
 // Package hass announces the mesh to Home Assistant through MQTT discovery
 // (--hass). It is a consumer on the broker, like the XMPP gateway: it reads
 // what the radio sides publish (every packet heard on topics.MeshRX, the
-// node records, the radio and status records) and publishes, retained:
+// node records, the radio and status records) and the XMPP sides' status
+// records, and publishes, retained:
 //
 //   - one discovery config per entity under the discovery prefix,
 //     <prefix>/<component>/<node_id>/<object_id>/config: a device per mesh
-//     node and a device per radio side (the bridge), with their sensors,
-//     a device tracker and text entities that send to the mesh through the
-//     firmware's JSON downlink;
+//     node, a device per radio side (the bridge) and a device per XMPP
+//     side, with their sensors, a device tracker and text entities that
+//     send to the mesh through the firmware's JSON downlink;
 //   - each node's latest state as one JSON object (topics.HassNode), which
 //     every entity of the node reads;
 //   - the availability of the node entities (topics.HassAvailability).
@@ -197,6 +198,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer sweep.Stop()
 	var birth *time.Timer
 	var birthC <-chan time.Time
+	// Any local client may write the birth topic: at most one republish a
+	// minute, so a client repeating "online" cannot keep the broker busy.
+	var lastBirth time.Time
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
@@ -206,11 +210,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.inbox.Offer(func(string, []byte) { g.st.sweep() }, "", nil)
 		case <-g.st.births:
 			if birth == nil {
-				birth = time.NewTimer(rand.N(g.cfg.BirthDelay) + 1)
+				birth = time.NewTimer(birthWait(lastBirth, time.Now(), rand.N(g.cfg.BirthDelay)+1))
 				birthC = birth.C
 			}
 		case <-birthC:
-			birth, birthC = nil, nil
+			birth, birthC, lastBirth = nil, nil, time.Now()
 			g.inbox.Offer(func(string, []byte) { g.st.republish() }, "", nil)
 		}
 	}
@@ -226,6 +230,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return nil
 }
 
+// minBirthSpacing is the least time between two republishes for Home
+// Assistant's birth message.
+const minBirthSpacing = time.Minute
+
+// birthWait is how long to wait before republishing for a birth message
+// at now: the random delay that spreads many publishers' load, or longer,
+// to keep minBirthSpacing after the last republish.
+func birthWait(last, now time.Time, jitter time.Duration) time.Duration {
+	return max(jitter, last.Add(minBirthSpacing).Sub(now))
+}
+
 // subscribe listens on the broker; each message is queued for the loop.
 func (g *Gateway) subscribe() (unsubscribe func(), err error) {
 	var unsubs []func()
@@ -239,6 +254,7 @@ func (g *Gateway) subscribe() (unsubscribe func(), err error) {
 		h      func(string, []byte)
 	}{
 		{topics.StatusFilter, g.st.onStatus},
+		{topics.XMPPStatusFilter, g.st.onXMPPStatus},
 		{topics.RadioFilter, g.st.onRadio},
 		{topics.NodesFilter, g.st.onNode},
 		{topics.MeshRX, g.st.onPacket},

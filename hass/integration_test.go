@@ -149,6 +149,7 @@ func (r *rig) startRadioSide(t *testing.T) {
 		Device: r.radioDev, Encrypt: true, StateDir: r.radioDir,
 		TextInterval: 2100 * time.Millisecond, HeartbeatInterval: 2 * time.Second, ReplyTimeout: 2 * time.Second,
 		HandshakeTimeout: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		StatusInterval: 50 * time.Millisecond,
 	}, r.broker, testLog())
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +288,12 @@ func (r *rig) anaSpeaks(t *testing.T) {
 const (
 	anaNode    = "sovereign_a1b2c3d4"
 	bridgeNode = "sovereign_bridge_5eed0001"
+	xmppNode   = "sovereign_xmpp_bridge_example_org_5d0803ae" // xmppJID's
 )
+
+// oldStatus is a status record as radio sides published it before they
+// told their queue and airtime (the README's example).
+const oldStatus = `{"state":"online","device":"tcp://127.0.0.1:36739","since":"2026-11-25T20:38:31Z","node":"!5eed0001"}`
 
 func configTopic(component, node, key string) string {
 	return DefaultPrefix + "/" + component + "/" + node + "/" + key + "/config"
@@ -307,6 +313,10 @@ func isConfig(topic string) bool {
 func TestDiscovery(t *testing.T) {
 	r := startRig(t, nil)
 	w := r.subscribe(t, DefaultPrefix+"/#", "sovereign/#")
+	// An XMPP side logged in as bridge@example.org, in one room.
+	if err := r.broker.Publish(topics.XMPPStatus(xmppJID), xmppRecord(t, topics.LinkOnline, 1), true); err != nil {
+		t.Fatal(err)
+	}
 
 	// Ana is in the radio's node database, heard a minute ago.
 	w.waitLatest(t, configTopic(componentSensor, anaNode, "last_heard"), nonEmpty, "Ana from the node database")
@@ -338,6 +348,8 @@ func TestDiscovery(t *testing.T) {
 	for _, c := range []struct{ component, node, key string }{
 		{componentBinarySensor, bridgeNode, "link"}, {componentBinarySensor, bridgeNode, "airtime"},
 		{componentSensor, bridgeNode, "link_state"}, {componentSensor, bridgeNode, "link_since"}, {componentText, bridgeNode, "send_ch0"},
+		{componentSensor, bridgeNode, "queue_depth"}, {componentSensor, bridgeNode, "airtime_used"}, {componentSensor, bridgeNode, "airtime_budget"},
+		{componentBinarySensor, xmppNode, "connected"}, {componentSensor, xmppNode, "rooms"}, {componentSensor, xmppNode, "since"},
 		{componentDeviceTracker, anaNode, "position"}, {componentText, anaNode, "send"},
 		{componentText, "sovereign_13572468", "send"}, {componentText, "sovereign_0badcafe", "send"},
 		{componentSensor, "sovereign_0badcafe", "last_heard"},
@@ -393,6 +405,15 @@ func TestDiscovery(t *testing.T) {
 		configTopic(componentBinarySensor, bridgeNode, "link"):       "ON",
 		configTopic(componentBinarySensor, bridgeNode, "airtime"):    "OFF",
 		configTopic(componentSensor, bridgeNode, "link_state"):       string(topics.LinkOnline),
+		// Nothing sent yet: the queue and the airtime used are left out of
+		// the record, and read 0; EU_868's hour allows 360 s, half of it
+		// for the bridge.
+		configTopic(componentSensor, bridgeNode, "queue_depth"):    "0",
+		configTopic(componentSensor, bridgeNode, "airtime_used"):   "0",
+		configTopic(componentSensor, bridgeNode, "airtime_budget"): "180",
+		configTopic(componentBinarySensor, xmppNode, "connected"):  "ON",
+		configTopic(componentSensor, xmppNode, "rooms"):            "1",
+		configTopic(componentSensor, xmppNode, "since"):            "2026-11-25T20:00:00Z",
 	}
 	for topic, want := range wantValues {
 		if got := results[topic].value; got != want {
@@ -442,6 +463,56 @@ func TestDiscovery(t *testing.T) {
 				return p.GetTo() == c.to && p.GetDecoded().GetPortnum() == meshpb.PortNum_TEXT_MESSAGE_APP && string(p.GetDecoded().GetPayload()) == text
 			})
 		}, "%s: the radio never got the text to %x", c.topic, c.to)
+	}
+
+	// The radio side's status as it published it while the texts went out
+	// (the second waits for the text spacing): with a queue, then with the
+	// airtime they used. The templates render those real payloads, a
+	// record from a radio side that predates the queue and the airtime,
+	// and the XMPP side's record once it is offline.
+	var queued, spent string
+	var queuedRec, spentRec topics.StatusRecord
+	testutil.Eventually(t, wait, func() bool {
+		for _, m := range w.all() {
+			var rec topics.StatusRecord
+			if m.topic != topics.Status("!5eed0001") || json.Unmarshal([]byte(m.payload), &rec) != nil {
+				continue
+			}
+			if rec.QueueDepth > 0 && queued == "" {
+				queued, queuedRec = m.payload, rec
+			}
+			if rec.AirtimeUsed > 0 && rec.QueueDepth == 0 {
+				spent, spentRec = m.payload, rec
+			}
+		}
+		return queued != "" && spent != ""
+	}, "the radio side never published its queue and airtime while sending")
+	offline := string(xmppRecord(t, topics.LinkOffline, 0))
+	cases := []struct{ topic, payload, want string }{
+		{configTopic(componentSensor, bridgeNode, "queue_depth"), queued, strconv.Itoa(queuedRec.QueueDepth)},
+		{configTopic(componentSensor, bridgeNode, "airtime_used"), spent, strconv.FormatFloat(spentRec.AirtimeUsed, 'f', -1, 64)},
+		{configTopic(componentSensor, bridgeNode, "airtime_budget"), spent, "180"},
+		{configTopic(componentBinarySensor, bridgeNode, "link"), spent, "ON"},
+		{configTopic(componentSensor, bridgeNode, "queue_depth"), oldStatus, "0"},
+		{configTopic(componentSensor, bridgeNode, "airtime_used"), oldStatus, "0"},
+		{configTopic(componentSensor, bridgeNode, "airtime_budget"), oldStatus, "0"},
+		{configTopic(componentBinarySensor, bridgeNode, "link"), oldStatus, "ON"},
+		{configTopic(componentBinarySensor, bridgeNode, "airtime"), oldStatus, "OFF"},
+		{configTopic(componentSensor, bridgeNode, "link_state"), oldStatus, string(topics.LinkOnline)},
+		{configTopic(componentSensor, bridgeNode, "link_since"), oldStatus, "2026-11-25T20:38:31Z"},
+		{configTopic(componentBinarySensor, xmppNode, "connected"), offline, "OFF"},
+		{configTopic(componentSensor, xmppNode, "rooms"), offline, "0"},
+	}
+	var jobs []jinjaJob
+	for _, c := range cases {
+		var cfg map[string]any
+		json.Unmarshal([]byte(configs[c.topic]), &cfg)
+		jobs = append(jobs, jinjaJob{Template: cfg["value_template"].(string), Payload: &c.payload})
+	}
+	for i, res := range renderJinja(t, jobs) {
+		if c := cases[i]; res.Error != "" || res.Result != c.want {
+			t.Errorf("%s over %s renders %q (%s), want %q", c.topic, c.payload, res.Result, res.Error, c.want)
+		}
 	}
 }
 
@@ -661,10 +732,9 @@ func TestExpire(t *testing.T) {
 	w := r.subscribe(t, DefaultPrefix+"/#", "sovereign/hass/#")
 	r.anaSpeaks(t)
 	w.waitLatest(t, configTopic(componentDeviceTracker, anaNode, "position"), nonEmpty, "Ana's position")
+	// The configs go out one by one: wait for them all, not for the first.
+	testutil.Eventually(t, wait, func() bool { return len(announcedBy(w, anaNode)) >= 10 }, "only %v announced", announcedBy(w, anaNode))
 	announced := announcedBy(w, anaNode)
-	if len(announced) < 10 {
-		t.Fatalf("only %v announced", announced)
-	}
 	testutil.Eventually(t, wait, func() bool {
 		cur := w.current(func(string) bool { return true })
 		for _, topic := range append(announced, topics.HassNode("!a1b2c3d4")) {

@@ -73,6 +73,7 @@ var originKeys = []string{"name", "sw_version", "support_url"}
 var sensorUnits = map[string][]string{
 	"atmospheric_pressure": {"cbar", "bar", "hPa", "mmHg", "inHg", "kPa", "mbar", "Pa", "psi"},
 	"battery":              {"%"},
+	"duration":             {"d", "h", "min", "s", "ms"},
 	"humidity":             {"%"},
 	"signal_strength":      {"dB", "dBm"},
 	"temperature":          {"°C", "°F", "K"},

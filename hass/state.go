@@ -32,6 +32,7 @@ type state struct {
 	nodes    map[uint32]*node
 	bridges  map[string]*bridge
 	statuses map[string]topics.LinkState // by gateway id
+	xmpps    map[string]*xmppSide        // by bare JID
 	started  time.Time
 
 	avail    string // the availability last published; "" before the first
@@ -61,6 +62,16 @@ type bridge struct {
 	dirty   bool
 }
 
+// xmppSide is one XMPP side on the broker, announced as a device of its
+// own: it is not behind any one radio side (it sends through whichever is
+// online on the mesh), and may run without one.
+type xmppSide struct {
+	jid     string // bare account JID
+	seen    bool   // its status record arrived in this run
+	configs map[string]uint64
+	dirty   bool
+}
+
 // flushEvery bounds how many messages are taken in before what they
 // changed is published, when the queue does not run empty meanwhile.
 const flushEvery = 64
@@ -72,7 +83,7 @@ var plausibleSince = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 func newState(cfg Config, bus Bus, log *slog.Logger, queued func() int) *state {
 	return &state{
 		cfg: cfg, bus: bus, log: log, queued: queued, births: make(chan struct{}, 1),
-		nodes: map[uint32]*node{}, bridges: map[string]*bridge{}, statuses: map[string]topics.LinkState{},
+		nodes: map[uint32]*node{}, bridges: map[string]*bridge{}, statuses: map[string]topics.LinkState{}, xmpps: map[string]*xmppSide{},
 		started: cfg.Now(), lastSave: cfg.Now(),
 	}
 }
@@ -106,6 +117,36 @@ func (s *state) onStatus(topic string, payload []byte) {
 	}
 	s.bridge(id).seen = true
 	s.statuses[id] = rec.State
+}
+
+// onXMPPStatus takes in an XMPP side's status record: its device, whose
+// entities read the record itself, is announced once one arrives.
+func (s *state) onXMPPStatus(topic string, payload []byte) {
+	defer s.settle()
+	jid, ok := topics.XMPPStatusJID(topic)
+	if !ok {
+		return
+	}
+	if len(payload) == 0 {
+		s.removeXMPP(jid, "its status record was removed")
+		return
+	}
+	rec, err := topics.ParseXMPPStatus(payload)
+	if err != nil || rec.JID != jid {
+		s.log.Debug("ignoring an XMPP status record that does not decode, or names another account", "topic", topic, "err", err)
+		return
+	}
+	s.xmppSide(jid).seen = true
+}
+
+// xmppSide returns the XMPP side of a bare JID, adding it when new.
+func (s *state) xmppSide(jid string) *xmppSide {
+	x := s.xmpps[jid]
+	if x == nil {
+		x = &xmppSide{jid: jid, configs: map[string]uint64{}, dirty: true}
+		s.xmpps[jid] = x
+	}
+	return x
 }
 
 // onRadio takes in a radio side's radio record: the bridge device's
@@ -202,7 +243,8 @@ func (s *state) onNode(topic string, payload []byte) {
 	}
 	n := s.nodes[num]
 	if n == nil {
-		if heard.IsZero() || now.Sub(heard) > s.cfg.Expire {
+		// Heard only through MQTT: not a node of this mesh.
+		if heard.IsZero() || now.Sub(heard) > s.cfg.Expire || rec.ViaMQTT {
 			return
 		}
 		if n = s.add(num, heard); n == nil {
@@ -431,9 +473,9 @@ func (s *state) onHomeAssistant(_ string, payload []byte) {
 	}
 }
 
-// sweep removes the nodes not heard for the expiry, and the radio sides
-// kept from an earlier run that have not come back within it, and saves
-// the latest states now and then.
+// sweep removes the nodes not heard for the expiry, and the radio and
+// XMPP sides kept from an earlier run that have not come back within it,
+// and saves the latest states now and then.
 func (s *state) sweep() {
 	defer s.settle()
 	now := s.cfg.Now()
@@ -445,6 +487,11 @@ func (s *state) sweep() {
 	for _, id := range slices.Sorted(maps.Keys(s.bridges)) {
 		if b := s.bridges[id]; !b.seen && now.Sub(s.started) > s.cfg.Expire {
 			s.removeBridge(id, "not back within the expiry")
+		}
+	}
+	for _, jid := range slices.Sorted(maps.Keys(s.xmpps)) {
+		if !s.xmpps[jid].seen && now.Sub(s.started) > s.cfg.Expire {
+			s.removeXMPP(jid, "not back within the expiry")
 		}
 	}
 	if s.saveDue && now.Sub(s.lastSave) >= s.cfg.SaveInterval {
@@ -499,6 +546,19 @@ func (s *state) removeBridge(id, why string) {
 	s.log.Info("removing a radio side from Home Assistant: "+why, "gateway", id)
 }
 
+func (s *state) removeXMPP(jid, why string) {
+	x := s.xmpps[jid]
+	if x == nil {
+		return
+	}
+	for _, t := range slices.Sorted(maps.Keys(x.configs)) {
+		s.publish(t, nil)
+	}
+	delete(s.xmpps, jid)
+	s.saveDue = true
+	s.log.Info("removing an XMPP side from Home Assistant: "+why, "jid", jid)
+}
+
 func (s *state) sortedNodes() []*node {
 	out := slices.Collect(maps.Values(s.nodes))
 	slices.SortFunc(out, func(a, b *node) int { return cmp.Compare(a.st.Num, b.st.Num) })
@@ -526,6 +586,15 @@ func (s *state) flush() {
 		}
 		b.dirty = false
 		msgs, a := diff(b.configs, s.bridgeConfigs(b), s.force)
+		out, added = append(out, msgs...), added || a
+	}
+	for _, jid := range slices.Sorted(maps.Keys(s.xmpps)) {
+		x := s.xmpps[jid]
+		if !x.dirty && !s.force {
+			continue
+		}
+		x.dirty = false
+		msgs, a := diff(x.configs, s.xmppConfigs(x), s.force)
 		out, added = append(out, msgs...), added || a
 	}
 	for _, n := range s.sortedNodes() {

@@ -16,7 +16,7 @@ import (
 
 // stateFile keeps, in the state directory, what was announced: each
 // node's latest state and the discovery topics published for it and for
-// each radio side. On the embedded broker retained messages do not
+// each radio and XMPP side. On the embedded broker retained messages do not
 // outlive the daemon, so after a restart only this file says which
 // configs Home Assistant still holds and must be told to remove.
 const stateFile = "hass.json"
@@ -24,6 +24,8 @@ const stateFile = "hass.json"
 type savedFile struct {
 	Nodes   []savedNode   `json:"nodes"`
 	Bridges []savedBridge `json:"bridges"`
+	// XMPP is left out when empty, as in files from before it existed.
+	XMPP []savedXMPP `json:"xmpp,omitempty"`
 }
 
 type savedNode struct {
@@ -36,6 +38,11 @@ type savedBridge struct {
 	Gateway string              `json:"gateway"`
 	Radio   *topics.RadioRecord `json:"radio,omitempty"`
 	Configs []string            `json:"configs"`
+}
+
+type savedXMPP struct {
+	JID     string   `json:"jid"`
+	Configs []string `json:"configs"`
 }
 
 // load takes in what an earlier run announced. Nodes that have expired
@@ -94,6 +101,15 @@ func (s *state) load() {
 		}
 		s.bridges[b.id] = b
 	}
+	for _, sx := range f.XMPP {
+		if topics.ValidXMPPJID(sx.JID) != nil {
+			continue
+		}
+		x := s.xmppSide(sx.JID)
+		for _, t := range sx.Configs {
+			x.configs[t] = 0
+		}
+	}
 	if expired > 0 {
 		s.save()
 	}
@@ -113,6 +129,9 @@ func (s *state) save() {
 	for _, id := range slices.Sorted(maps.Keys(s.bridges)) {
 		b := s.bridges[id]
 		f.Bridges = append(f.Bridges, savedBridge{Gateway: id, Radio: b.radio, Configs: slices.Sorted(maps.Keys(b.configs))})
+	}
+	for _, jid := range slices.Sorted(maps.Keys(s.xmpps)) {
+		f.XMPP = append(f.XMPP, savedXMPP{JID: jid, Configs: slices.Sorted(maps.Keys(s.xmpps[jid].configs))})
 	}
 	b, err := json.Marshal(f)
 	if err == nil {

@@ -146,7 +146,8 @@ func TestEntitiesFollowData(t *testing.T) {
 	s.onStatus(topics.Status(gwID), statusRecord(topics.LinkOnline))
 	s.onRadio(topics.Radio(gwID), radioRecord())
 	if got, want := keysOf(t, bus, "sovereign_bridge_5eed0001"), []string{
-		"binary_sensor/airtime", "binary_sensor/link", "sensor/link_since", "sensor/link_state", "text/send_ch0", "text/send_ch1",
+		"binary_sensor/airtime", "binary_sensor/link", "sensor/airtime_budget", "sensor/airtime_used", "sensor/link_since", "sensor/link_state",
+		"sensor/queue_depth", "text/send_ch0", "text/send_ch1",
 	}; !slices.Equal(got, want) {
 		t.Errorf("bridge entities %v, want %v", got, want)
 	}
@@ -210,7 +211,8 @@ func TestEntitiesFollowData(t *testing.T) {
 }
 
 // A node record announces a node the radio heard within the expiry, with
-// its last-heard time; older ones, and clocks never set, are left out.
+// its last-heard time; older ones, clocks never set, and nodes last heard
+// through MQTT are left out.
 func TestNodeRecords(t *testing.T) {
 	s, bus, clk := testState(t, nil)
 	rec := func(num uint32, lastHeard time.Time) []byte {
@@ -220,6 +222,9 @@ func TestNodeRecords(t *testing.T) {
 	s.onNode(topics.Node("!00000001"), rec(1, clk.now.Add(-time.Hour)))
 	s.onNode(topics.Node("!00000002"), rec(2, clk.now.Add(-25*time.Hour)))
 	s.onNode(topics.Node("!00000003"), rec(3, time.Unix(3600, 0)))
+	// Heard within the expiry, but through MQTT: not a node of this mesh.
+	viaMQTT, _ := json.Marshal(topics.NodeRecord{ID: "!00000004", Num: 4, LongName: "far", LastHeard: uint32(clk.now.Unix()), ViaMQTT: true})
+	s.onNode(topics.Node("!00000004"), viaMQTT)
 	if got := bus.configs(DefaultPrefix); !slices.Equal(got, []string{"homeassistant/sensor/sovereign_00000001/last_heard/config"}) {
 		t.Errorf("configs %v", got)
 	}
@@ -386,6 +391,8 @@ func TestSchemaCheck(t *testing.T) {
 		`{"state_topic":"s","availability":[{"topic":"a"}],"availability_topic":"b"}`:                 "together",
 		`{"state_topic":"s","device_class":"signal_strength","unit_of_measurement":"dBm","qos":3}`:    "qos",
 		`{"state_topic":"s","device_class":"atmospheric_pressure","unit_of_measurement":"hPa"}`:       "",
+		`{"state_topic":"s","device_class":"duration","unit_of_measurement":"s"}`:                     "",
+		`{"state_topic":"s","device_class":"duration","unit_of_measurement":"sec"}`:                   "takes [d h min s ms]",
 		`{"state_topic":"s","device_class":"humidity","unit_of_measurement":"%","state_class":"tot"}`: "state_class",
 	} {
 		errs := validateDiscovery(DefaultPrefix, topic, []byte(payload))
@@ -413,4 +420,24 @@ func fmtErrs(errs []error) string {
 		b.WriteString(e.Error() + "\n")
 	}
 	return b.String()
+}
+
+// Republishes for Home Assistant's birth message are a minute apart at
+// least, however often a client says "online".
+func TestBirthSpacing(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		last   time.Time
+		jitter time.Duration
+		want   time.Duration
+	}{
+		{time.Time{}, 3 * time.Second, 3 * time.Second},                // none before
+		{now.Add(-2 * time.Minute), time.Second, time.Second},          // long ago
+		{now.Add(-10 * time.Second), time.Second, 50 * time.Second},    // just now: the rest of the minute
+		{now.Add(-59 * time.Second), 4 * time.Second, 4 * time.Second}, // the jitter is longer
+	} {
+		if got := birthWait(tc.last, now, tc.jitter); got != tc.want {
+			t.Errorf("birthWait(last %v ago, jitter %v) = %v, want %v", now.Sub(tc.last), tc.jitter, got, tc.want)
+		}
+	}
 }

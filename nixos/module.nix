@@ -81,6 +81,7 @@ let
     "rooms"
     "xmpp-server"
     "dm-jid"
+    "dm-allow"
   ];
   hasExtraRooms = (cfg.settings.rooms or [ ]) != [ ];
 

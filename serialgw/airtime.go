@@ -119,6 +119,14 @@ func (a *airtime) wait(now time.Time, cost time.Duration) time.Duration {
 	return w
 }
 
+// refresh records the airtime used in the window as of now: spends leave
+// the window as time passes, not only when the next packet goes.
+func (a *airtime) refresh(now time.Time) {
+	if a.budget != nil {
+		a.used.Store(int64(a.budget.Used(now)))
+	}
+}
+
 func (a *airtime) spend(now time.Time, cost time.Duration) {
 	if a.budget != nil {
 		a.budget.Spend(now, cost)

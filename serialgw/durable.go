@@ -57,12 +57,7 @@ func (g *Gateway) persist(r *request) (dup bool, err error) {
 			return false, err
 		}
 	}
-	s := spooledRequest{ID: r.id, Origin: r.origin, To: r.to, Channel: r.channel, ChName: r.chName, WireID: r.wireID, Data: data, Queued: r.queued,
-		Downlink: r.downlink, Root: r.root}
-	if r.dl != nil {
-		s.Client, s.WantAck = r.dl.client, r.dl.wantAck
-	}
-	b, err := json.Marshal(s)
+	b, err := jsonSpooled(r, data)
 	if err != nil {
 		return false, err
 	}
@@ -78,6 +73,16 @@ func (g *Gateway) persist(r *request) (dup bool, err error) {
 	}
 	r.seq = seq
 	return dup, nil
+}
+
+// jsonSpooled is a request as the spool keeps it; data is its Data encoded.
+func jsonSpooled(r *request, data []byte) ([]byte, error) {
+	s := spooledRequest{ID: r.id, Origin: r.origin, To: r.to, Channel: r.channel, ChName: r.chName, WireID: r.wireID, Data: data, Queued: r.queued,
+		Downlink: r.downlink, Root: r.root}
+	if r.dl != nil {
+		s.Client, s.WantAck = r.dl.client, r.dl.wantAck
+	}
+	return json.Marshal(s)
 }
 
 // done removes a request that reached its outcome from the spool.

@@ -98,6 +98,9 @@ type Config struct {
 	// MapReportInterval is the least time between two map reports: an
 	// hour, the firmware's default.
 	MapReportInterval time.Duration
+	// StatusInterval is how often the status record is published again
+	// when the queue depth or the airtime used has changed: 30 s.
+	StatusInterval time.Duration
 }
 
 // Defaults fills in unset durations and limits.
@@ -125,6 +128,7 @@ func (c *Config) Defaults() {
 	def(&c.AckTimeout, 5*time.Minute)
 	def(&c.NodeInfoInterval, 3*time.Hour)
 	def(&c.MapReportInterval, time.Hour)
+	def(&c.StatusInterval, 30*time.Second)
 	if c.MapReportPrecision == 0 {
 		c.MapReportPrecision = DefaultMapReportPrecision
 	}
@@ -177,12 +181,16 @@ type Gateway struct {
 	// that reconnects often does not report to the map more often.
 	nodeInfoAt, mapReportAt time.Time
 
+	// statusMu orders the status record's publications, so the one
+	// published last is the one load describes.
+	statusMu        sync.Mutex
 	mu              sync.Mutex
 	radio           *radioState // the radio as of the last completed handshake
 	root            string
 	unsubs          []func() // subscriptions that depend on the radio's config
 	upSince         time.Time
 	status          topics.StatusRecord // as last published, without the airtime state
+	load            statusLoad          // the queue and airtime in the status record last published
 	airBlockedSince time.Time
 	// gwID is the gateway id the radio side's records and per-radio send
 	// topic end in: the radio's node id, as kept in the state directory
@@ -194,6 +202,10 @@ type Gateway struct {
 	// dlWaiting holds those the radio took whose result waits, by packet id.
 	dlMu      sync.Mutex
 	dlWaiting map[uint32]*request
+
+	// wires remembers the packet ids recent requests went with, for a
+	// request offered again after it was sent, and for an amend too late.
+	wires wireIDs
 }
 
 // New builds the radio link. Run starts it.
@@ -345,6 +357,8 @@ func (g *Gateway) Up() bool { return g.up.Load() }
 func (g *Gateway) saveLoop(ctx context.Context) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
+	status := time.NewTicker(g.cfg.StatusInterval)
+	defer status.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -353,6 +367,8 @@ func (g *Gateway) saveLoop(ctx context.Context) {
 			if err := g.nodes.save(); err != nil {
 				g.log.Error("saving node database", "err", err)
 			}
+		case <-status.C:
+			g.refreshStatus()
 		}
 	}
 }
@@ -451,14 +467,20 @@ func (g *Gateway) moveGateway(old, id string) {
 }
 
 // subscribeTxTo subscribes the send topic of the radio whose gateway id is
-// id, with the same handler as topics.MeshTX.
+// id, with the same handler as topics.MeshTX, and its amend topic: both
+// through the one intake, so an amend is taken in after its request.
 func (g *Gateway) subscribeTxTo(id string) error {
 	unsub, err := g.bus.Subscribe(topics.MeshTXTo(id), g.handOver(g.onMeshTX, g.refuseMeshTX))
 	if err != nil {
 		return err
 	}
+	unsubAmend, err := g.bus.Subscribe(topics.MeshAmendTo(id), g.handOver(g.onAmend, g.refuseAmend))
+	if err != nil {
+		unsub()
+		return err
+	}
 	g.mu.Lock()
-	g.txUnsub = unsub
+	g.txUnsub = func() { unsub(); unsubAmend() }
 	g.mu.Unlock()
 	return nil
 }
@@ -491,14 +513,19 @@ func (g *Gateway) publishStatus(state topics.LinkState, errText string) {
 }
 
 // republishStatus publishes the status record as last set, with the
-// current airtime state. Until a radio first answers there is no gateway
+// current airtime state, queue depth and airtime use. Until a radio first answers there is no gateway
 // id to publish it under: it is kept, and the next publish is current.
 func (g *Gateway) republishStatus() {
+	g.statusMu.Lock()
+	defer g.statusMu.Unlock()
+	load := g.statusLoad()
 	g.mu.Lock()
 	rec, id := g.status, g.gwID
 	if g.airBlocked.Load() {
 		rec.AirtimeBlocked, rec.AirtimeBlockedSince = true, g.airBlockedSince.UTC().Format(time.RFC3339)
 	}
+	rec.QueueDepth, rec.AirtimeUsed, rec.AirtimeBudget = load.queue, load.used, load.budget
+	g.load = load
 	g.mu.Unlock()
 	if rec.State != "" && id != "" {
 		g.publishJSON(topics.Status(id), rec, true)
@@ -601,6 +628,8 @@ func (g *Gateway) enqueue(r *request) error {
 		if !g.tx.has(r.origin, r.id) {
 			// Sent already: its result may have been lost with a
 			// requester that stopped, and it asks again until it has one.
+			// The id chosen above is not the one it went with.
+			r.wireID = g.wires.get(r.origin, r.id)
 			g.publishResult(r, meshpb.Routing_NONE)
 		}
 		return nil
@@ -608,7 +637,10 @@ func (g *Gateway) enqueue(r *request) error {
 	if r.dl != nil && r.downlink == nil {
 		g.downlinkQueued(r)
 	}
-	return g.tx.push(r)
+	// Kept on disk and reported queued: it is accepted, past the limit
+	// checked above should a resend have been put back meanwhile.
+	g.tx.restore(r)
+	return nil
 }
 
 var (
@@ -748,7 +780,10 @@ func (g *Gateway) report(r *request, reason meshpb.Routing_Error, from uint32, d
 	if reason != meshpb.Routing_NONE {
 		g.countNAK(reason)
 	}
-	res := topics.Result{Origin: r.origin, RequestID: r.id, Reason: reason, Channel: r.channel}
+	res := topics.Result{Origin: r.origin, RequestID: r.id, Reason: reason, Channel: r.channel, PacketID: r.wireID}
+	if reason == meshpb.Routing_NONE {
+		g.wires.add(r.origin, r.id, r.wireID)
+	}
 	if radio, _ := g.currentRadio(); radio != nil {
 		res.Radio = radio.myNum
 	}

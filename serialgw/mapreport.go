@@ -73,7 +73,9 @@ func (s *session) mapReport(now time.Time) *meshpb.MapReport {
 		HasDefaultChannel:   r.hasDefaultChannel(),
 		NumOnlineLocalNodes: uint32(s.g.nodes.onlineLocal(now, onlineWindow, r.myNum)),
 	}
-	if pos := s.ownPos; pos != nil {
+	// The position goes only with the radio's own consent, as the firmware
+	// requires (map_report_settings.should_report_location, off by default).
+	if pos := s.ownPos; pos != nil && r.mqtt.GetMapReportSettings().GetShouldReportLocation() {
 		bits := s.g.cfg.MapReportPrecision
 		rep.LatitudeI, rep.LongitudeI = truncateCoord(pos.GetLatitudeI(), bits), truncateCoord(pos.GetLongitudeI(), bits)
 		rep.Altitude, rep.PositionPrecision, rep.HasOptedReportLocation = pos.GetAltitude(), bits, true

@@ -146,5 +146,11 @@ func TestOnlineLocal(t *testing.T) {
 	db.heardVia(0xb2, false)
 	if n := db.onlineLocal(now, onlineWindow, self); n != 4 {
 		t.Errorf("online local nodes = %d, want 4 (a1, a2, a4, b2)", n)
+	} // The published record says which was last heard through MQTT.
+	if rec, _ := db.updateUser(0xb1, nil, 0); !rec.ViaMQTT {
+		t.Error("the record of a node last heard through MQTT does not say so")
+	}
+	if rec, _ := db.updateUser(0xb2, nil, 0); rec.ViaMQTT {
+		t.Error("the record of a node heard over the air says MQTT")
 	}
 }

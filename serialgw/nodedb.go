@@ -68,14 +68,21 @@ func (db *nodeDB) updateUser(num uint32, u *meshpb.User, lastHeard uint32) (topi
 		rec.LastHeard = lastHeard
 	}
 	if rec == old {
-		return rec, false
+		return db.published(rec), false
 	}
 	db.nodes[num] = rec
 	db.dirty = true
 	// last_heard alone changes often; it is saved but not worth a publish.
 	rec2, old2 := rec, old
 	rec2.LastHeard, old2.LastHeard = 0, 0
-	return rec, rec2 != old2
+	return db.published(rec), rec2 != old2
+}
+
+// published is a record as it is published: with whether the node was
+// last heard through MQTT, which is not kept on disk. db.mu is held.
+func (db *nodeDB) published(rec topics.NodeRecord) topics.NodeRecord {
+	rec.ViaMQTT = db.viaMQTT[rec.Num]
+	return rec
 }
 
 // heardVia records whether the last packet from num reached the radio

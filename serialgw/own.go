@@ -162,9 +162,12 @@ func (s *session) publishNodeInfo(now time.Time) {
 
 // periodic publishes what the gateway announces of itself when it is due:
 // its NodeInfo after each handshake and every NodeInfoInterval, and, when
-// enabled, its map report at most every MapReportInterval.
+// enabled, its map report at most every MapReportInterval. It also brings
+// the airtime used, which the status record and the metrics read, up to
+// now.
 func (s *session) periodic(now time.Time, handshake bool) {
 	g := s.g
+	g.air.refresh(now)
 	if handshake || now.Sub(g.nodeInfoAt) >= g.cfg.NodeInfoInterval {
 		g.nodeInfoAt = now
 		s.publishNodeInfo(now)

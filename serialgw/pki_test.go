@@ -4,11 +4,13 @@ package serialgw_test
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jshiffer/lora-xmpp-bridge/internal/meshsim"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 	"github.com/jshiffer/lora-xmpp-bridge/serialgw"
 	"github.com/jshiffer/lora-xmpp-bridge/topics"
@@ -79,7 +81,10 @@ func TestPKIDirectMessagesStayPrivate(t *testing.T) {
 		{"public broker", true, func(uint32, uint32) map[uint32][]string { return map[uint32][]string{} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := startRig(t, tcpTransport, func(c *serialgw.Config) { c.PublicBroker = tc.public })
+			// On a public broker the owner opened the channel and JSON to
+			// MQTT: only then is anything published there.
+			r := startRig(t, tcpTransport, func(c *serialgw.Config) { c.PublicBroker = tc.public },
+				func(c *meshsim.Config) { c.Uplink, c.JSON = tc.public, tc.public })
 			lines := r.sub(t, "#")
 			toUs, between := pkiPackets(r)
 			r.radio.Inject(toUs)
@@ -104,6 +109,43 @@ func TestPKIDirectMessagesStayPrivate(t *testing.T) {
 				if strings.Contains(string(hexPayload(t, l)), "meet me at the well") && !strings.Contains(l, "/2/json/PKI/") && !strings.HasPrefix(l, topics.MeshRX+" ") {
 					t.Errorf("private text visible on %s", strings.Fields(l)[0])
 				}
+			}
+		})
+	}
+}
+
+// On a public broker only what the radio's owner opened to MQTT is
+// published: channels with uplink enabled, and JSON only when the MQTT
+// module's JSON output is on. A second text, once it shows on the bridge's
+// own topic, marks the point by which anything about the first would have
+// been published.
+func TestPublicBrokerHonoursTheRadiosSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		uplink, json bool
+		want         []string // topics the text appears on
+	}{
+		{"channel closed to MQTT", false, false, []string{topics.MeshRX}},
+		{"channel open, JSON off", true, false, []string{topics.MeshRX, "msh/EU_868/2/e/LongFast/!5eed0001"}},
+		{"channel open, JSON on", true, true, []string{topics.MeshRX, "msh/EU_868/2/e/LongFast/!5eed0001", "msh/EU_868/2/json/LongFast/!5eed0001"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startRig(t, tcpTransport, func(c *serialgw.Config) { c.PublicBroker = true },
+				func(c *meshsim.Config) { c.Uplink, c.JSON = tc.uplink, tc.json })
+			lines := r.sub(t, "#")
+			text := r.radio.TextPacket(0x13572468, "for the village only")
+			marker := r.radio.TextPacket(0x13572468, "marker")
+			r.radio.Inject(text)
+			r.radio.Inject(marker)
+			lines.WaitFor(t, wait, func(s string) bool {
+				return strings.HasPrefix(s, topics.MeshRX+" ") && len(pkiSightings(t, []string{s}, marker.GetId())) > 0
+			})
+			got := pkiSightings(t, lines.All(), text.GetId())[text.GetId()]
+			slices.Sort(got)
+			want := slices.Clone(tc.want)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("published on %q, want %q", got, want)
 			}
 		})
 	}

@@ -82,10 +82,38 @@ func TestTxQueue(t *testing.T) {
 	if q.peek() != a {
 		t.Fatal("not FIFO")
 	}
-	q.pop()
+	if q.pop(b) || !q.pop(a) {
+		t.Fatal("pop took a request that was not the head, or not the head")
+	}
 	q.pushFront(a)
 	if q.peek() != a || q.len() != 2 {
 		t.Error("pushFront did not put the request back at the head")
+	}
+}
+
+// An amend swaps requests, never changes one in place, and a request the
+// session peeked at and that was swapped meanwhile is not popped.
+func TestTxQueueSwap(t *testing.T) {
+	q := newTxQueue(4)
+	a, b, c := &request{id: 1, origin: "x"}, &request{id: 2, origin: "x"}, &request{id: 3, origin: "x"}
+	_ = q.push(a)
+	_ = q.push(b)
+	if q.find("x", 2) != b || q.find("y", 2) != nil || q.find("x", 9) != nil {
+		t.Error("find does not match on origin and id")
+	}
+	head := q.peek()
+	b2 := &request{id: 1, origin: "x"}
+	if !q.swap(a, b2) || q.peek() != b2 || q.len() != 2 {
+		t.Fatal("swap did not put the replacement in place")
+	}
+	if q.pop(head) {
+		t.Error("the request swapped out after peek was popped")
+	}
+	if !q.swap(b, nil) || q.len() != 1 || q.find("x", 2) != nil {
+		t.Error("swap with nil did not remove the request")
+	}
+	if q.swap(c, nil) || q.swap(b, a) {
+		t.Error("swapped a request that is not in the queue")
 	}
 }
 

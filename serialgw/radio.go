@@ -60,6 +60,12 @@ func (r *radioState) channelName(index uint32) (string, bool) {
 	return r.presetName(), true
 }
 
+// channelUplink reports whether the channel at index has MQTT uplink
+// enabled in the radio's settings.
+func (r *radioState) channelUplink(index uint32) bool {
+	return index < uint32(len(r.channels)) && r.channels[index].GetSettings().GetUplinkEnabled()
+}
+
 // channelIndex finds an enabled channel by effective name (case-insensitive);
 // "" names the primary channel.
 func (r *radioState) channelIndex(name string) (uint32, error) {

@@ -207,18 +207,8 @@ func TestOwnNodeInfoRepeats(t *testing.T) {
 	const every = time.Second
 	_, rec := startRecordedRig(t, func(c *serialgw.Config) { c.NodeInfoInterval = every })
 	testutil.Eventually(t, wait, func() bool { return len(nodeInfos(t, rec)) >= 3 }, "NodeInfo not repeated")
-	var at []time.Time
-	for _, m := range rec.on(simJSONTopic) {
-		if jsonOf(t, m)["type"] == "nodeinfo" {
-			at = append(at, m.at)
-		}
-	}
-	for i := 1; i < len(at); i++ {
-		// A little slack for the delivery of the earlier one.
-		if gap := at[i].Sub(at[i-1]); gap < every-50*time.Millisecond {
-			t.Errorf("NodeInfo %d came %v after the one before, want at least %v", i, gap, every)
-		}
-	}
+	// That it waits for the interval in between is TestOwnNodeInfo's (an
+	// hour's interval, a new handshake): timings are not asserted here.
 }
 
 // mapReports decodes what was published on the map topic.
@@ -258,7 +248,7 @@ func anyMapReport(rec *recorder) bool {
 
 var ridge = &meshpb.Position{LatitudeI: proto.Int32(515100000), LongitudeI: proto.Int32(-900000), Altitude: proto.Int32(43)}
 
-func withPosition(c *meshsim.Config) { c.Position = ridge }
+func withPosition(c *meshsim.Config) { c.Position, c.ReportLocation = ridge, true }
 
 // Opted in, the firmware's map report goes on <root>/2/map/ after the
 // handshake: the radio's names, hardware, firmware, region, preset,
@@ -284,7 +274,7 @@ func TestMapReport(t *testing.T) {
 	}
 }
 
-// Map reports come no more often than MapReportInterval, at the configured
+// Map reports come again every MapReportInterval, at the configured
 // precision.
 func TestMapReportInterval(t *testing.T) {
 	const every = time.Second
@@ -292,12 +282,8 @@ func TestMapReportInterval(t *testing.T) {
 		c.MapReport, c.MapReportInterval, c.MapReportPrecision = true, every, 12
 	}, withPosition)
 	testutil.Eventually(t, wait, func() bool { return len(rec.on(simMapTopic)) >= 3 }, "map report not repeated")
-	msgs := rec.on(simMapTopic)
-	for i := 1; i < len(msgs); i++ {
-		if gap := msgs[i].at.Sub(msgs[i-1].at); gap < every-50*time.Millisecond {
-			t.Errorf("map report %d came %v after the one before, want at least %v", i, gap, every)
-		}
-	}
+	// That none comes sooner is TestMapReport's (an hour's interval, a
+	// new handshake): timings are not asserted here.
 	for _, rep := range mapReports(t, rec, simMapTopic) {
 		if rep.GetLatitudeI() != 515375104 || rep.GetLongitudeI() != -524288 || rep.GetPositionPrecision() != 12 {
 			t.Errorf("position at 12 bits = %d, %d (%d bits)", rep.GetLatitudeI(), rep.GetLongitudeI(), rep.GetPositionPrecision())
@@ -305,9 +291,18 @@ func TestMapReportInterval(t *testing.T) {
 	}
 }
 
-// A radio that does not know where it is reports without a position.
+// A radio that does not know where it is, or whose owner did not consent
+// to report it (map_report_settings.should_report_location), reports
+// without a position.
 func TestMapReportWithoutPosition(t *testing.T) {
-	_, rec := startRecordedRig(t, func(c *serialgw.Config) { c.MapReport = true })
+	t.Run("unknown", func(t *testing.T) { mapReportWithoutPosition(t) })
+	t.Run("no consent", func(t *testing.T) {
+		mapReportWithoutPosition(t, func(c *meshsim.Config) { c.Position, c.ReportLocation = ridge, false })
+	})
+}
+
+func mapReportWithoutPosition(t *testing.T, sim ...func(*meshsim.Config)) {
+	_, rec := startRecordedRig(t, func(c *serialgw.Config) { c.MapReport = true }, sim...)
 	testutil.Eventually(t, wait, func() bool { return len(rec.on(simMapTopic)) == 1 }, "no map report after the handshake")
 	rep := mapReports(t, rec, simMapTopic)[0]
 	if rep.GetLatitudeI() != 0 || rep.GetLongitudeI() != 0 || rep.GetPositionPrecision() != 0 || rep.GetHasOptedReportLocation() ||

@@ -435,7 +435,9 @@ func (s *session) trySend(pace *time.Timer) error {
 		return nil
 	}
 	if req.downlink != nil {
-		s.g.tx.pop()
+		if !s.g.tx.pop(req) {
+			return s.trySend(pace) // amended meanwhile
+		}
 		if s.g.resolveDownlink(req) {
 			s.g.tx.pushFront(req)
 		}
@@ -443,7 +445,9 @@ func (s *session) trySend(pace *time.Timer) error {
 	}
 	if req.chName != "" {
 		idx, err := s.radio.channelIndex(req.chName)
-		s.g.tx.pop()
+		if !s.g.tx.pop(req) {
+			return s.trySend(pace)
+		}
 		if err != nil {
 			s.g.refuse(req, meshpb.Routing_NO_CHANNEL, err)
 		} else {
@@ -459,7 +463,9 @@ func (s *session) trySend(pace *time.Timer) error {
 	}
 	cost := s.g.air.cost(req.data)
 	if w := s.g.air.wait(now, cost); w == mesh.NeverFits {
-		s.g.tx.pop()
+		if !s.g.tx.pop(req) {
+			return s.trySend(pace)
+		}
 		s.g.refuse(req, meshpb.Routing_DUTY_CYCLE_LIMIT, fmt.Errorf("a packet of %v on air can never fit the airtime budget", cost))
 		return s.trySend(pace)
 	} else if w > 0 {
@@ -472,7 +478,9 @@ func (s *session) trySend(pace *time.Timer) error {
 		s.g.setAirtimeBlocked(false, time.Time{})
 	}
 	s.airHeld = nil
-	s.g.tx.pop()
+	if !s.g.tx.pop(req) {
+		return s.trySend(pace) // amended since peek: send what is there now
+	}
 	if req.wireID == 0 {
 		req.wireID = s.g.ids.next()
 	}
@@ -488,6 +496,7 @@ func (s *session) trySend(pace *time.Timer) error {
 	s.g.pace.sent(req.data.GetPortnum(), now)
 	s.g.air.spend(now, cost)
 	s.remember(wireID, req)
+	s.g.wires.add(req.origin, req.id, wireID) // for an amend that comes too late
 	s.log.Debug("packet to radio", "id", wireID, "port", req.data.GetPortnum().String(), "to", mesh.NodeID(req.to),
 		"channel", req.channel, "origin", req.origin, "waited", now.Sub(req.queued).Round(time.Millisecond))
 	if s.noFlowCtl {

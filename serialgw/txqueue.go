@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jshiffer/lora-xmpp-bridge/mesh"
 	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 )
 
@@ -37,9 +38,14 @@ type request struct {
 }
 
 // wantAck reports whether the packet asks its destination for an
-// acknowledgement: a direct message from the JSON downlink, whose sender
-// is told when it arrives.
-func (r *request) wantAck() bool { return r.dl != nil && r.dl.wantAck }
+// acknowledgement: a direct message, whose sender is told when it arrives
+// (a JSON downlink's in its results, an XMPP user's by a receipt).
+func (r *request) wantAck() bool {
+	if r.dl != nil {
+		return r.dl.wantAck
+	}
+	return r.to != 0 && r.to != mesh.Broadcast
+}
 
 var errQueueFull = errors.New("transmit queue full")
 
@@ -102,10 +108,51 @@ func (q *txQueue) peek() *request {
 	return q.items[0]
 }
 
-func (q *txQueue) pop() {
+// pop removes r, which peek returned, from the head of the queue. It
+// reports false when r is no longer the head: its requester amended it
+// (see swap) since peek, and the caller must look again.
+func (q *txQueue) pop(r *request) bool {
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 || q.items[0] != r {
+		return false
+	}
 	q.items = q.items[1:]
-	q.mu.Unlock()
+	return true
+}
+
+// find returns the waiting request from origin with id, or nil.
+func (q *txQueue) find(origin string, id uint32) *request {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range q.items {
+		if r.origin == origin && r.id == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// swap puts r in old's place in the queue, or removes old when r is nil.
+// It reports false when old no longer waits (the session took it).
+// Requests are swapped, never changed in place: the session reads the
+// head without the lock between peek and pop.
+func (q *txQueue) swap(old, r *request) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, it := range q.items {
+		if it != old {
+			continue
+		}
+		if r == nil {
+			q.items = append(q.items[:i], q.items[i+1:]...)
+		} else {
+			q.items[i] = r
+		}
+		q.notify()
+		return true
+	}
+	return false
 }
 
 // has reports whether a request from origin with id waits or is being sent.

@@ -65,6 +65,10 @@ func (s *session) mayUplink(p *meshpb.MeshPacket) bool {
 		return false // the radio publishes this channel itself, through the proxy
 	case s.g.cfg.PublicBroker && p.GetFrom() != r.myNum && p.GetDecoded().GetBitfield()&1 == 0:
 		return false // the sender did not allow MQTT uplink
+	case s.g.cfg.PublicBroker && !r.channelUplink(p.GetChannel()):
+		// What the world can read carries only the channels the radio's
+		// owner opened to MQTT, as the firmware publishes.
+		return false
 	}
 	return true
 }
@@ -92,6 +96,10 @@ func (s *session) uplink(p, air *meshpb.MeshPacket, chName, root, gw string) {
 	}
 	s.publishEnvelope(topics.Envelope(root, chName, gw), env, chName, gw)
 
+	//lint:ignore SA1019 deprecated since firmware 2.8 dropped JSON, still what a 2.7 radio's owner sets
+	if g.cfg.PublicBroker && !r.mqtt.GetJsonEnabled() {
+		return // the firmware writes JSON only when its owner enabled it
+	}
 	js, err := mesh.JSONUplink(p, r.myNum, g.longName)
 	if err != nil {
 		s.log.Debug("no JSON form", "port", p.GetDecoded().GetPortnum().String(), "err", err)
@@ -211,6 +219,13 @@ func (s *session) onRouting(p *meshpb.MeshPacket, d *meshpb.Data) {
 		req, ok = s.g.awaitingReply(d.GetRequestId())
 	}
 	if !ok {
+		return
+	}
+	if reason == meshpb.Routing_NONE && req.dl == nil && req.wantAck() && p.GetFrom() != req.to {
+		// A relay repeating our direct message (the radio's implicit
+		// acknowledgement): not the destination's word, which is what the
+		// requester waits for.
+		s.log.Debug("a relay repeated our direct message", "id", d.GetRequestId(), "by", mesh.NodeID(p.GetFrom()))
 		return
 	}
 	if reason != meshpb.Routing_NONE {

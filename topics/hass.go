@@ -1,5 +1,7 @@
 package topics
 
+import "strings"
+
 // The topics the Home Assistant publisher (package hass, --hass) keeps for
 // the discovery configs it announces: retained, written only by the
 // bridge, read by Home Assistant and any other local tool.
@@ -24,6 +26,10 @@ const (
 // (HassNodeState), keyed by its "!xxxxxxxx" id. An empty retained message
 // there means the node is no longer announced.
 func HassNode(id string) string { return hassNodePrefix + id + "/state" }
+
+// IsHassNode reports whether topic is a HassNode topic: latest wins there,
+// so it need not cross an external broker at QoS 1.
+func IsHassNode(topic string) bool { return strings.HasPrefix(topic, hassNodePrefix) }
 
 // HassNodeState is the latest of what the bridge heard from one mesh node,
 // as one JSON object: retained on HassNode(ID), republished whenever the

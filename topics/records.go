@@ -37,6 +37,9 @@ type NodeRecord struct {
 	HWModel   string `json:"hw_model,omitempty"`
 	Role      string `json:"role,omitempty"`
 	LastHeard uint32 `json:"last_heard,omitempty"` // unix seconds
+	// ViaMQTT says the radio last heard the node through MQTT, not on
+	// the air: not a node of the local mesh.
+	ViaMQTT bool `json:"via_mqtt,omitempty"`
 }
 
 // RadioRecord is a radio side's radio as of its last handshake: retained
@@ -98,6 +101,15 @@ type StatusRecord struct {
 	// as it did before they existed.
 	AirtimeBlocked      bool   `json:"airtime_blocked,omitempty"`
 	AirtimeBlockedSince string `json:"airtime_blocked_since,omitempty"`
+	// QueueDepth is how many packets wait for the radio. AirtimeUsed is
+	// the airtime, in seconds, the bridge's packets used in the current
+	// duty-cycle window, of AirtimeBudget, what they may use in it (0
+	// until the radio's region is known). Republished at most every 30
+	// seconds while they change; left out when 0, as they are from radio
+	// sides that predate them.
+	QueueDepth    int     `json:"queue_depth,omitempty"`
+	AirtimeUsed   float64 `json:"airtime_used_seconds,omitempty"`
+	AirtimeBudget float64 `json:"airtime_budget_seconds,omitempty"`
 }
 
 // SendRequest is a packet to send on the mesh, as carried on MeshTX: a

@@ -107,7 +107,7 @@ func TestRequestAndResult(t *testing.T) {
 // constant.
 func TestGatewaysUseTheContract(t *testing.T) {
 	records := map[string][]string{}
-	for _, v := range []any{NodeRecord{}, RadioRecord{}, ChannelRecord{}, StatusRecord{}, DownlinkResult{}} {
+	for _, v := range []any{NodeRecord{}, RadioRecord{}, ChannelRecord{}, StatusRecord{}, DownlinkResult{}, Amend{}, AmendResult{}, XMPPStatusRecord{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
@@ -124,6 +124,9 @@ func TestGatewaysUseTheContract(t *testing.T) {
 	compared := map[string]bool{OriginXMPP: true, OriginJSONDownlink: true}
 	for _, s := range []DownlinkStatus{DownlinkQueued, DownlinkSent, DownlinkAcked, DownlinkRefused, DownlinkFailed} {
 		compared[string(s)] = true
+	}
+	for _, s := range []string{string(AmendCancel), string(AmendReplace), string(AmendApplied), string(AmendNotWaiting), string(AmendRefused)} {
+		compared[s] = true
 	}
 	for s := range states {
 		compared[s] = true

@@ -18,9 +18,10 @@
 //     gateways of this daemon meet. Only the bridge writes them; local
 //     tools may read them. Their payloads are the types of this package:
 //     SendRequest and Result (protobuf), NodeRecord, RadioRecord,
-//     StatusRecord and DownlinkResult (JSON), and MaxTextBytes bounds a
-//     text. Records of a radio end in its gateway id, so several radios
-//     share a broker.
+//     StatusRecord, XMPPStatusRecord, DownlinkResult, Amend and
+//     AmendResult (JSON), and MaxTextBytes bounds a text. Records of a radio end in its gateway
+//     id, and the XMPP side's in its account's bare JID, so several
+//     bridges share a broker.
 //
 // JSON field names and topic strings do not change: local tools rely on
 // them.

@@ -32,6 +32,7 @@ type archived struct {
 	Body       string
 	OriginID   string
 	OccupantID string
+	Ext        msgExt
 }
 
 type mamResult struct {
@@ -47,6 +48,7 @@ type mamResult struct {
 				Bodies     []string `xml:"body"`
 				OriginID   *idElem  `xml:"urn:xmpp:sid:0 origin-id"`
 				OccupantID *idElem  `xml:"urn:xmpp:occupant-id:0 occupant-id"`
+				msgExt
 			} `xml:"jabber:client message"`
 		} `xml:"urn:xmpp:forward:0 forwarded"`
 	} `xml:"urn:xmpp:mam:2 result"`
@@ -66,7 +68,7 @@ func (a *archive) handle(_ stanza.Message, t xmlstream.TokenReadEncoder) error {
 	}
 	m := r.Result.Forwarded.Message
 	set[m.ID] = true
-	am := archived{ArchiveID: r.Result.ID, From: m.From, ID: m.ID}
+	am := archived{ArchiveID: r.Result.ID, From: m.From, ID: m.ID, Ext: m.msgExt}
 	if m.OriginID != nil {
 		set[m.OriginID.ID] = true
 		am.OriginID = m.OriginID.ID
@@ -74,8 +76,10 @@ func (a *archive) handle(_ stanza.Message, t xmlstream.TokenReadEncoder) error {
 	if m.OccupantID != nil {
 		am.OccupantID = m.OccupantID.ID
 	}
-	if len(m.Bodies) > 0 && m.Type == "groupchat" {
-		am.Body = m.Bodies[0]
+	if (len(m.Bodies) > 0 || m.Reactions != nil || m.Retract != nil) && m.Type == "groupchat" {
+		if len(m.Bodies) > 0 {
+			am.Body = m.Bodies[0]
+		}
 		a.msgs[r.Result.QueryID] = append(a.msgs[r.Result.QueryID], am)
 	}
 	return nil
@@ -203,7 +207,8 @@ func (g *Gateway) catchUp(ctx context.Context, c *conn, r *room) error {
 		}
 		if !g.ours(r, m.From, m.OccupantID, m.OriginID, m.ID) && m.From.Resourcepart() != "" {
 			n++
-			if err := g.fromRoom(ctx, c, r, m.From, m.Body, roomMsgKey(r, m.ArchiveID, m.OriginID, m.ID)); err != nil {
+			if err := g.fromRoomMsg(ctx, c, r, roomMsg{from: m.From, body: m.Body, key: roomMsgKey(r, m.ArchiveID, m.OriginID, m.ID),
+				sid: m.ArchiveID, oid: m.OriginID, id: m.ID, occupID: m.OccupantID, ext: m.Ext}); err != nil {
 				return err
 			}
 		}

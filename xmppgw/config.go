@@ -72,11 +72,32 @@ type Config struct {
 	// name, else short name, else node id), {long}, {short}, {id}, {text},
 	// {channel}.
 	Format string
-	// DMJID receives direct messages sent to the bridge's radio; empty
-	// means they are logged and not forwarded.
+	// DMJID receives direct messages sent to the bridge's radio by nodes
+	// that no XMPP user wrote to through the bridge; empty means they are
+	// logged and not forwarded.
 	DMJID jid.JID
+	// DMAllow are accounts that may write to mesh nodes through the
+	// bridge besides the occupants of the bridged rooms (recognised by
+	// the real JID the room shows).
+	DMAllow []jid.JID
+	// DMAckTimeout is how long a direct message to a node waits for the
+	// node's acknowledgement before its sender is told it did not arrive.
+	DMAckTimeout time.Duration
+	// DMBurst direct messages in a row are taken from one person (or
+	// commands from one node), then one every DMInterval: the mesh's
+	// airtime is shared.
+	DMBurst    int
+	DMInterval time.Duration
+	// StatusInterval is the least time between two changes of the status
+	// in the bridge's room presence.
+	StatusInterval time.Duration
 	// MaxChunks is the most mesh packets one room message may become.
 	MaxChunks int
+	// EditWindow is how long after a room message went out over radio a
+	// correction of it (XEP-0308) is still sent, once, as
+	// "nick (edit): ..."; a correction of a message still queued replaces
+	// it in the queue whenever it comes.
+	EditWindow time.Duration
 	// Spool keeps what waits for a room and what was already bridged across
 	// restarts; nil keeps it in memory only.
 	Spool Spool
@@ -142,6 +163,13 @@ func (c *Config) Defaults() {
 	def(&c.PeerGrace, 5*time.Second)
 	def(&c.BackoffMin, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
+	def(&c.EditWindow, DefaultEditWindow)
+	def(&c.DMAckTimeout, 5*time.Minute)
+	def(&c.DMInterval, 30*time.Second)
+	def(&c.StatusInterval, time.Minute)
+	if c.DMBurst == 0 {
+		c.DMBurst = 3
+	}
 	if c.Format == "" {
 		c.Format = DefaultFormat
 	}
@@ -188,6 +216,14 @@ func (c Config) Validate() error {
 			return fieldErr("Rooms", "channel %s is mapped to two rooms", r.label())
 		}
 		seen[key] = true
+	}
+	for _, a := range c.DMAllow {
+		if a.Localpart() == "" || a.Resourcepart() != "" {
+			return fieldErr("DMAllow", "%q: want an account such as alice@example.org", a.String())
+		}
+	}
+	if c.DMBurst < 1 {
+		return fieldErr("DMBurst", "at most %d direct messages in a row: want at least 1", c.DMBurst)
 	}
 	if !strings.Contains(c.Format, "{text}") {
 		return fieldErr("Format", "message format %q has no {text}", c.Format)

@@ -76,6 +76,10 @@ func openConn(ctx context.Context, cfg *Config) (*conn, error) {
 		ping.Handle(),
 		mux.MessageFunc(stanza.NormalMessage, xml.Name{Space: history.NS, Local: "result"}, c.arch.handle),
 		mux.MessageFunc(stanza.GroupChatMessage, xml.Name{Local: "body"}, c.onMessage),
+		// Reactions, and retractions without a fallback body, have no body.
+		mux.MessageFunc(stanza.GroupChatMessage, xml.Name{Space: nsReactions, Local: "reactions"}, c.onBodyless),
+		mux.MessageFunc(stanza.GroupChatMessage, xml.Name{Space: nsRetract, Local: "retract"}, c.onBodyless),
+		mux.MessageFunc(stanza.ChatMessage, xml.Name{Local: "body"}, c.onMessage),
 		mux.MessageFunc(stanza.ErrorMessage, xml.Name{Local: "error"}, c.onMessage),
 		mux.PresenceFunc(stanza.AvailablePresence, xml.Name{Space: nsMUCUser, Local: "x"}, c.onPresence),
 		mux.PresenceFunc(stanza.UnavailablePresence, xml.Name{Space: nsMUCUser, Local: "x"}, c.onPresence),
@@ -114,6 +118,18 @@ func (c *conn) push(e event) {
 func (c *conn) onMessage(_ stanza.Message, t xmlstream.TokenReadEncoder) error {
 	var m inMessage
 	if err := xml.NewTokenDecoder(t).Decode(&m); err != nil {
+		return nil
+	}
+	m.received = time.Now()
+	c.push(event{msg: &m})
+	return nil
+}
+
+// onBodyless hands over a message without a body; one with a body is the
+// body handler's (the mux calls a handler per child element).
+func (c *conn) onBodyless(_ stanza.Message, t xmlstream.TokenReadEncoder) error {
+	var m inMessage
+	if err := xml.NewTokenDecoder(t).Decode(&m); err != nil || len(m.Bodies) > 0 {
 		return nil
 	}
 	m.received = time.Now()

@@ -279,8 +279,13 @@ func TestContractWithTheRadioLink(t *testing.T) {
 		}
 		results[r.Origin] = append(results[r.Origin], r)
 	}
+	// A sent request's result names the packet it went as; a refused one none.
+	var k1Packet uint32
+	if i := slices.IndexFunc(radio.Received(), isText("alice: hello mesh")); i >= 0 {
+		k1Packet = radio.Received()[i].GetId()
+	}
 	want := []topics.Result{
-		{Origin: topics.OriginXMPP, RequestID: requestID("k1@"+self, 0), Reason: meshpb.Routing_NONE, Radio: simCfg.NodeNum},
+		{Origin: topics.OriginXMPP, RequestID: requestID("k1@"+self, 0), Reason: meshpb.Routing_NONE, Radio: simCfg.NodeNum, PacketID: k1Packet},
 		{Origin: topics.OriginXMPP, RequestID: requestID("k2@"+self, 0), Reason: meshpb.Routing_NO_CHANNEL, Radio: simCfg.NodeNum},
 	}
 	for _, w := range want {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/jshiffer/lora-xmpp-bridge/internal/spool"
 	"github.com/jshiffer/lora-xmpp-bridge/mesh"
-	"github.com/jshiffer/lora-xmpp-bridge/meshpb"
 	"github.com/jshiffer/lora-xmpp-bridge/topics"
 )
 
@@ -36,6 +35,8 @@ type spooled struct {
 	Index   uint32    `json:"channel_index"`
 	DM      bool      `json:"dm,omitempty"`
 	HeardBy string    `json:"heard_by,omitempty"`
+	// Rel: a tapback or reply, and the packet it refers to.
+	Rel *spooledRel `json:"rel,omitempty"`
 }
 
 // meshOutQueue keeps the send requests made from room messages until the
@@ -54,7 +55,7 @@ func (g *Gateway) keep(o *outbound) (dup bool) {
 	if g.cfg.Spool == nil || o.dm {
 		return false
 	}
-	b, _ := json.Marshal(spooled{ID: o.id, Body: o.body, Heard: o.heard, Channel: o.channel, Index: o.channelIdx, DM: o.dm, HeardBy: o.heardBy})
+	b, _ := json.Marshal(spooled{ID: o.id, Body: o.body, Heard: o.heard, Channel: o.channel, Index: o.channelIdx, DM: o.dm, HeardBy: o.heardBy, Rel: o.rel.spooled()})
 	seq, dup, err := g.cfg.Spool.Push(o.queue, b, o.id)
 	if err != nil {
 		// Not durable, but still delivered while the daemon runs.
@@ -95,7 +96,7 @@ func (g *Gateway) restoreRoom(r *room) []outbound {
 			continue
 		}
 		out = append(out, outbound{id: s.ID, body: s.Body, heard: s.Heard, channel: s.Channel, channelIdx: s.Index, heardBy: s.HeardBy,
-			queue: outQueue(r.cfg.JID.String()), seq: it.Seq, posted: it.At})
+			queue: outQueue(r.cfg.JID.String()), seq: it.Seq, posted: it.At, rel: s.Rel.rel()})
 	}
 	if len(out) > 0 {
 		g.log.Info("mesh messages from before the restart wait for the room", "room", r.cfg.JID.String(), "count", len(out))
@@ -195,6 +196,12 @@ type pendingSend struct {
 	Part   int       `json:"part"` // 1-based
 	Parts  int       `json:"parts"`
 	Asked  time.Time `json:"asked"`
+	// ReplyTo is the key of the message this one replies to, and ReplyID
+	// its packet id on the target's mesh (the first part carries it);
+	// Emoji makes the chunk a tapback on ReplyID.
+	ReplyTo string `json:"reply_to,omitempty"`
+	ReplyID uint32 `json:"reply_id,omitempty"`
+	Emoji   bool   `json:"emoji,omitempty"`
 }
 
 // id is the request id of the chunk for its target: derived from the
@@ -203,7 +210,7 @@ type pendingSend struct {
 func (p pendingSend) id() uint32 { return requestID(p.Msg+"@"+p.Target, p.Part-1) }
 
 func (p pendingSend) info(seq uint64) requestInfo {
-	return requestInfo{room: jid.MustParse(p.Room), nick: p.Nick, msg: p.Msg, words: p.Words, part: p.Part, parts: p.Parts, asked: p.Asked, seq: seq}
+	return requestInfo{room: jid.MustParse(p.Room), nick: p.Nick, msg: p.Msg, words: p.Words, part: p.Part, parts: p.Parts, target: p.Target, asked: p.Asked, seq: seq}
 }
 
 // keepSend records a chunk in the mesh outbox before it is published, and
@@ -220,6 +227,7 @@ func (g *Gateway) keepSend(p pendingSend) {
 			g.log.Error("spool: could not keep a message for the mesh on disk", "err", err)
 		}
 	}
+	g.noteSend(p)
 	if p.Target == "" {
 		return // no request yet: one is made per radio when radios are known
 	}
@@ -234,8 +242,7 @@ func (g *Gateway) keepSend(p pendingSend) {
 
 // publishSend publishes a chunk to its radio.
 func (g *Gateway) publishSend(rc Room, p pendingSend) error {
-	req := topics.SendRequest{Origin: topics.OriginXMPP, ID: p.id(), To: mesh.Broadcast, Channel: rc.Channel,
-		Data: &meshpb.Data{Portnum: meshpb.PortNum_TEXT_MESSAGE_APP, Payload: []byte(p.Text)}}
+	req := topics.SendRequest{Origin: topics.OriginXMPP, ID: p.id(), To: mesh.Broadcast, Channel: rc.Channel, Data: p.data()}
 	if rc.ByIndex {
 		req.Channel, req.ChannelIndex = "", rc.Index
 	}
@@ -309,6 +316,9 @@ func (g *Gateway) assignWaiting() {
 		for _, t := range targets {
 			p := k.pendingSend
 			p.Target = t
+			if p.ReplyTo != "" && p.Part == 1 {
+				p.ReplyID = g.replyIDFor(p.ReplyTo, t)
+			}
 			g.keepSend(p)
 			if err := g.publishSend(k.room, p); err != nil {
 				g.log.Warn("could not offer a waiting message to the radio side", "radio", t, "err", err)

@@ -73,6 +73,13 @@ type Gateway struct {
 	seenMsgs      map[string]bool          // room messages already sent on to the mesh
 	toldRadioDown map[string]bool          // rooms told, in this outage, that the radio is away
 	mechanism     string                   // SASL mechanism of the last login
+
+	rel   *relations // what the bridge carried, to find it again from either side (relations.go)
+	edits *edits     // reactions, corrections and retractions under way (relate.go)
+
+	dm *directs // one-to-one chat, commands and what is known of the nodes
+
+	sessionState sessionStatus // the session's state as last published (brokerstatus.go); Run's goroutine only
 }
 
 // outbound is a mesh text on its way to a room.
@@ -86,8 +93,10 @@ type outbound struct {
 	posted     time.Time
 	after      string // the room's id of the last message seen before posting
 	dm         bool
+	to         string // a direct message's recipient (a bare JID)
 	queue      string // spool queue; "" when not spooled
 	seq        uint64
+	rel        meshRel // a tapback or a reply: the packet it refers to
 }
 
 type notice struct {
@@ -96,14 +105,15 @@ type notice struct {
 }
 
 type requestInfo struct {
-	room  jid.JID
-	nick  string
-	msg   string // the room message's key, shared by its parts
-	words string // the message's first words, to name it in a notice
-	part  int    // 1-based
-	parts int    // how many packets the message became
-	asked time.Time
-	seq   uint64 // in the spool's mesh outbox until the radio link reports on it; 0 once it has
+	room   jid.JID
+	nick   string
+	msg    string // the room message's key, shared by its parts
+	words  string // the message's first words, to name it in a notice
+	part   int    // 1-based
+	parts  int    // how many packets the message became
+	target string // the radio it was sent to
+	asked  time.Time
+	seq    uint64 // in the spool's mesh outbox until the radio link reports on it; 0 once it has
 }
 
 // inboxSize bounds what the broker has handed over and the intake loop
@@ -128,6 +138,8 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Gateway, error) {
 		nodes: map[string]topics.NodeRecord{}, requests: map[uint32]requestInfo{}, seenMsgs: map[string]bool{},
 		radios: newRadios(), heardBy: map[uint64]string{},
 		toldRadioDown: map[string]bool{}, refused: map[string]*refusalBatch{},
+		rel: newRelations(cfg.Spool, log.With("component", "xmpp")), edits: newEdits(),
+		dm: newDirects(),
 	}, nil
 }
 
@@ -154,6 +166,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		close(g.stopped)
 	}()
 	close(g.subscribed)
+	g.publishSession(topics.LinkOffline, 0)
 	defer func() {
 		g.mu.Lock()
 		n := len(g.toRoom) + len(g.overflow)
@@ -173,6 +186,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return retry.Run(ctx, policy, g.log, "XMPP connection lost; reconnecting", func(ctx context.Context) error {
 		err := g.session(ctx, rooms)
 		g.connected.Store(false)
+		g.publishSession(topics.LinkOffline, 0)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -195,6 +209,7 @@ func (g *Gateway) Subscribed() <-chan struct{} { return g.subscribed }
 // both restored and queued anew.
 func (g *Gateway) attach() (rooms []*room, unsubscribe func(), err error) {
 	rooms = make([]*room, len(g.cfg.Rooms))
+	g.rel.load(time.Now())
 	g.restoreSends()
 	for i, rc := range g.cfg.Rooms {
 		r := newRoom(rc, &g.cfg, g.log)
@@ -217,6 +232,7 @@ func (g *Gateway) attach() (rooms []*room, unsubscribe func(), err error) {
 		{topics.NodesFilter, g.onNode},
 		{topics.RadioFilter, g.onRadio},
 		{topics.StatusFilter, g.onStatus},
+		{topics.MeshAmendResult, g.onAmendResult},
 	} {
 		unsub, err := g.bus.Subscribe(s.filter, g.handOver(s.h))
 		if err != nil {
@@ -280,6 +296,7 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 		return
 	}
 	p := env.GetPacket()
+	g.observeNode(&env)
 	d := p.GetDecoded()
 	if d.GetPortnum() != meshpb.PortNum_TEXT_MESSAGE_APP || len(d.GetPayload()) == 0 {
 		return
@@ -299,6 +316,7 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 		body:  g.format(from, env.GetChannelId(), text),
 		heard: time.Now(),
 	}
+	o.rel = meshRel{replyID: d.GetReplyId(), emoji: d.GetEmoji() != 0, from: from, text: string(d.GetPayload())}
 	if p.GetRxTime() != 0 {
 		o.heard = time.Unix(int64(p.GetRxTime()), 0)
 	}
@@ -306,12 +324,12 @@ func (g *Gateway) onMeshRX(_ string, payload []byte) {
 		if mesh.NodeID(p.GetTo()) != radioID {
 			return // a direct message between two other nodes
 		}
-		if g.cfg.DMJID.String() == "" {
-			g.log.Info("direct message to the bridge's radio not forwarded (no DM recipient configured)", "from", from)
-			return
+		to, ok := g.directFromMesh(radioID, p, text)
+		if !ok {
+			return // a command, answered on the mesh, or for no one
 		}
-		o.dm = true
-		o.queue = outQueue(g.cfg.DMJID.String())
+		o.dm, o.to = true, to
+		o.queue = outQueue(to)
 	} else {
 		for _, r := range g.cfg.Rooms {
 			if r.matches(o.channel, o.channelIdx) {
@@ -487,7 +505,7 @@ func (g *Gateway) radioUp() bool { return g.radios.anyOnline() }
 // notice (see tellRefusals).
 func (g *Gateway) onResult(_ string, payload []byte) {
 	res, err := topics.ParseResult(payload)
-	if err != nil || res.Origin != topics.OriginXMPP {
+	if err != nil || res.Origin != topics.OriginXMPP || g.onDirectResult(res) {
 		return
 	}
 	id := res.RequestID
@@ -509,6 +527,9 @@ func (g *Gateway) onResult(_ string, payload []byte) {
 	g.mu.Unlock()
 	if done != 0 {
 		g.sent(done) // the spool, without the lock held
+	}
+	if ok && res.Reason == meshpb.Routing_NONE && res.PacketID != 0 {
+		g.learnWire(info, res.PacketID)
 	}
 	if !ok || res.Reason == meshpb.Routing_NONE {
 		return
@@ -632,6 +653,7 @@ func (g *Gateway) relayLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			g.releaseRelays(now)
+			g.expireAmends(now)
 		}
 	}
 }
@@ -723,6 +745,9 @@ func (g *Gateway) sendChunks(rc Room, nick, body, msgKey string, chunks, targets
 		for _, target := range targets {
 			p := pendingSend{Target: target, Text: c, Room: rc.JID.String(), Nick: nick, Msg: msgKey,
 				Words: words, Part: i + 1, Parts: len(chunks), Asked: time.Now()}
+			if i == 0 {
+				p.ReplyTo, p.ReplyID = g.replyOf(msgKey, target)
+			}
 			g.keepSend(p)
 			if target == "" {
 				continue

@@ -56,6 +56,7 @@ type room struct {
 	lastSeenAt time.Time
 	backlog    []outbound // mesh texts waiting for the room
 	unacked    []outbound // posted, not yet reflected by the room, in order
+	awaiting   []outbound // tapbacks and replies waiting for the room to confirm their target
 
 	// Other bridges in the room: the ids of the mesh texts they posted
 	// (bounded), the texts held for one of them to post, and what this

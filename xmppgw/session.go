@@ -25,6 +25,7 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 	defer c.close()
 	g.Stats.Connects.Add(1)
 	g.connected.Store(true)
+	g.sessionUp()
 	g.mu.Lock()
 	g.mechanism = c.mechanism
 	g.radios.clearPeers()
@@ -33,6 +34,11 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 		clear(r.trusted)
 	}
 	g.log.Info("XMPP connected", "jid", c.s.LocalAddr().String(), "mechanism", c.mechanism)
+	// Available, so that what people write to the bridge's bare JID
+	// reaches it rather than the server's offline store.
+	if err := c.send(ctx, availablePresence{ID: randomID()}); err != nil {
+		return err
+	}
 
 	for _, r := range rooms {
 		if r.reconnected() == stepJoin {
@@ -73,8 +79,13 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 			if err := c.send(ctx, outMessage{ID: randomID(), To: n.room.String(), Type: "groupchat", Body: n.text}); err != nil {
 				return err
 			}
+		case m := <-g.dm.out:
+			if err := c.send(ctx, m); err != nil {
+				return err
+			}
 		case now := <-tick.C:
 			g.tick()
+			g.publishRooms(rooms)
 			g.tellRefusals(now)
 			g.releaseRelays(now)
 			if now.Sub(lastPing) >= g.cfg.PingInterval && c.keepalive() {
@@ -100,6 +111,9 @@ func (g *Gateway) session(ctx context.Context, rooms []*room) error {
 					if err := g.releaseHeld(ctx, c, r, now); err != nil {
 						return err
 					}
+					if err := g.releaseWaiting(ctx, c, r); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -116,9 +130,11 @@ func (g *Gateway) join(ctx context.Context, c *conn, r *room) error {
 	g.radios.dropRoomPeers(r.cfg.JID.String())
 	g.mu.Unlock()
 	clear(r.trusted)
+	g.forgetOccupants(r.cfg.JID.String())
 	adv, key := g.advert()
 	r.advertised = key
-	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), X: &mucX{}, Radios: adv})
+	status, _ := g.statusFor(r.cfg.JID.String(), time.Now(), true)
+	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), X: &mucX{}, Radios: adv, Status: status})
 }
 
 // advert is what this bridge says about its radios in its room presence,
@@ -132,14 +148,16 @@ func (g *Gateway) advert() (*radiosAdvert, string) {
 }
 
 // advertise tells the room, in a presence update, when this bridge's
-// radios have changed since it last said.
+// radios have changed since it last said, and when its status has (at
+// most once every Config.StatusInterval): one presence carries both.
 func (g *Gateway) advertise(ctx context.Context, c *conn, r *room) error {
 	adv, key := g.advert()
-	if key == r.advertised {
+	status, due := g.statusFor(r.cfg.JID.String(), time.Now(), key != r.advertised)
+	if !due {
 		return nil
 	}
 	r.advertised = key
-	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), Radios: adv})
+	return c.send(ctx, joinPresence{ID: randomID(), To: r.occupant.String(), Radios: adv, Status: status})
 }
 
 // notePeer takes in what another occupant's presence says about the radios
@@ -244,6 +262,7 @@ func (g *Gateway) handleEvent(ctx context.Context, c *conn, rooms []*room, e eve
 	}
 	if p := e.pres; p != nil {
 		if r := g.roomOf(rooms, p.From); r != nil {
+			g.noteOccupant(r, p)
 			if p.Type != "error" && p.From.Resourcepart() != "" && !p.From.Equal(r.occupant) && !p.has(statusSelf) {
 				g.notePeer(r, p)
 			}
@@ -252,6 +271,9 @@ func (g *Gateway) handleEvent(ctx context.Context, c *conn, rooms []*room, e eve
 		return nil
 	}
 	msg := e.msg
+	if msg.Type == "chat" {
+		return g.onDirect(ctx, c, rooms, msg)
+	}
 	r := g.roomOf(rooms, msg.From)
 	if r == nil {
 		return nil
@@ -288,6 +310,7 @@ func (g *Gateway) onRoomMessage(ctx context.Context, c *conn, r *room, msg *inMe
 	oid := msg.originID()
 	for _, id := range []string{oid, msg.ID} {
 		if o, ok := r.ack(id); id != "" && ok {
+			g.reflected(r, o, sid)
 			g.delivered(o)
 			g.Stats.Reflections.Add(1)
 			return nil
@@ -306,7 +329,7 @@ func (g *Gateway) onRoomMessage(ctx context.Context, c *conn, r *room, msg *inMe
 		history := msg.Delay != nil && (msg.Delay.From == "" || msg.Delay.From == r.cfg.JID.String())
 		g.mu.Lock()
 		g.learnFromPeerPost(oid, msg.From.String())
-		if !history {
+		if !history && msg.Reactions == nil { // a reaction has no text to relay
 			name, text, ok := strings.Cut(strings.TrimSpace(msg.body()), ": ")
 			if !ok {
 				name, text = msg.From.Resourcepart(), msg.body()
@@ -323,7 +346,8 @@ func (g *Gateway) onRoomMessage(ctx context.Context, c *conn, r *room, msg *inMe
 	case g.ours(r, msg.From, occID, oid, msg.ID):
 		return nil
 	}
-	return g.fromRoom(ctx, c, r, msg.From, msg.body(), roomMsgKey(r, sid, oid, msg.ID))
+	return g.fromRoomMsg(ctx, c, r, roomMsg{from: msg.From, body: msg.body(), key: roomMsgKey(r, sid, oid, msg.ID),
+		sid: sid, oid: oid, id: msg.ID, occupID: occID, ext: msg.msgExt})
 }
 
 // ours reports whether a room message is the bridge's own: by occupant id
@@ -387,15 +411,9 @@ func isCommand(s string) bool {
 // command answers the bridge's own commands; none of them reach the mesh.
 func (g *Gateway) command(ctx context.Context, c *conn, r *room, nick, cmd string) error {
 	word, _, _ := strings.Cut(cmd, " ")
-	var reply string
-	switch word {
-	case "status":
-		g.mu.Lock()
-		radios := g.radios.describe(r.cfg.JID.String())
-		g.mu.Unlock()
-		reply = fmt.Sprintf("%s Bridging channel %s.", radios, r.cfg.label())
-	default:
-		reply = fmt.Sprintf("%s: unknown bridge command !%s (known: !status). Commands are not sent to the mesh.", nick, word)
+	reply := g.commandReply(cmd, r.cfg.JID.String(), nick, false)
+	if word == "status" {
+		reply = fmt.Sprintf("%s Bridging channel %s.", reply, r.cfg.label())
 	}
 	return c.send(ctx, outMessage{ID: randomID(), To: r.cfg.JID.String(), Type: "groupchat", Body: reply})
 }
@@ -404,7 +422,7 @@ func (g *Gateway) command(ctx context.Context, c *conn, r *room, nick, cmd strin
 func (g *Gateway) deliver(ctx context.Context, c *conn, rooms []*room, o outbound) error {
 	if o.dm {
 		g.Stats.MeshToRoom.Add(1)
-		return c.send(ctx, outMessage{ID: o.id, To: g.cfg.DMJID.String(), Type: "chat", Body: o.body, OriginID: &originID{o.id}})
+		return c.send(ctx, outMessage{ID: o.id, To: o.to, Type: "chat", Body: o.body, OriginID: &originID{o.id}})
 	}
 	var r *room
 	for _, rr := range rooms {
@@ -444,6 +462,9 @@ func (g *Gateway) post(ctx context.Context, c *conn, r *room, o outbound) error 
 	if o.posted.IsZero() {
 		o.posted, o.after = time.Now(), r.lastStanza
 	}
+	if g.holdForTarget(r, o) {
+		return nil
+	}
 	r.unacked = append(r.unacked, o)
 	g.Stats.MeshToRoom.Add(1)
 	m := outMessage{ID: o.id, To: r.cfg.JID.String(), Type: "groupchat", Body: o.body, OriginID: &originID{o.id}}
@@ -451,6 +472,7 @@ func (g *Gateway) post(ctx context.Context, c *conn, r *room, o outbound) error 
 		// Late (the room or the link was away): say when it was heard.
 		m.Delay = &delayElem{Stamp: o.heard.UTC().Format(time.RFC3339), From: g.cfg.JID.Bare().String()}
 	}
+	g.relateOut(r, o, &m)
 	return c.send(ctx, m)
 }
 

@@ -62,9 +62,15 @@ type outMessage struct {
 	ID       string     `xml:"id,attr"`
 	To       string     `xml:"to,attr"`
 	Type     string     `xml:"type,attr"`
-	Body     string     `xml:"body"`
+	Body     string     `xml:"body,omitempty"` // none in a reaction
 	OriginID *originID  `xml:"urn:xmpp:sid:0 origin-id"`
 	Delay    *delayElem `xml:"urn:xmpp:delay delay,omitempty"`
+	// A mesh tapback or reply, as a XEP-0444 reaction or a XEP-0461 reply
+	// with its XEP-0428 fallback (see relate.go).
+	Reactions *reactionsElem `xml:"urn:xmpp:reactions:0 reactions"`
+	Reply     *replyElem     `xml:"urn:xmpp:reply:0 reply"`
+	Fallback  *fallbackElem  `xml:"urn:xmpp:fallback:0 fallback"`
+	Store     *storeHint     `xml:"urn:xmpp:hints store"`
 }
 
 type originID struct {
@@ -78,7 +84,9 @@ type joinPresence struct {
 	ID      string   `xml:"id,attr"`
 	To      string   `xml:"to,attr"`
 	Type    string   `xml:"type,attr,omitempty"`
-	X       *mucX    `xml:"http://jabber.org/protocol/muc x"`
+	// Status says how the bridge's radios are, for people in the room.
+	Status string `xml:"status,omitempty"`
+	X      *mucX  `xml:"http://jabber.org/protocol/muc x"`
 	// Radios says which radios this bridge sends through (omitted in a
 	// presence that leaves the room).
 	Radios *radiosAdvert `xml:"urn:sovereign-relay:radios:0 radios"`
@@ -102,7 +110,12 @@ type inMessage struct {
 	StanzaIDs  []idElem      `xml:"urn:xmpp:sid:0 stanza-id"`
 	OccupantID *idElem       `xml:"urn:xmpp:occupant-id:0 occupant-id"`
 	Error      *stanza.Error `xml:"error"`
-	received   time.Time
+	// ReceiptRequest: the sender of a one-to-one message asks for a
+	// XEP-0184 receipt.
+	ReceiptRequest *struct{} `xml:"urn:xmpp:receipts request"`
+	received       time.Time
+	// What it says about another message (relations.go).
+	msgExt
 }
 
 func (m *inMessage) body() string {

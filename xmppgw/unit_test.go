@@ -327,12 +327,12 @@ func TestRunSubscribes(t *testing.T) {
 	bus.mu.Lock()
 	filters, active := strings.Join(bus.filters, " "), bus.active
 	bus.mu.Unlock()
-	for _, f := range []string{topics.MeshRX, topics.MeshResult, topics.NodesFilter, topics.RadioFilter, topics.StatusFilter} {
+	for _, f := range []string{topics.MeshRX, topics.MeshResult, topics.NodesFilter, topics.RadioFilter, topics.StatusFilter, topics.MeshAmendResult} {
 		if !strings.Contains(filters, f) {
 			t.Errorf("not subscribed to %s before Subscribed: %s", f, filters)
 		}
 	}
-	if active != 5 {
+	if active != 6 {
 		t.Errorf("%d subscriptions active", active)
 	}
 	cancel()

@@ -76,9 +76,13 @@ type Config struct {
 	XMPPServer   string
 	XMPPFormat   string
 	XMPPMaxParts int
-	XMPPBinding  bool
-	DMJID        string
-	PeerBridges  string // comma-separated JIDs
+	// XMPPEditWindow: how long after a room message went out over radio a
+	// correction of it is still sent, once, as "nick (edit): ...".
+	XMPPEditWindow time.Duration
+	XMPPBinding    bool
+	DMJID          string
+	PeerBridges    string // comma-separated JIDs
+	DMAllow        string // comma-separated JIDs
 	// Rooms are extra channel <-> room pairs from the config file.
 	Rooms []RoomConfig
 
@@ -150,9 +154,11 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.XMPPServer, []string{"xmpp-server"}, "", "XMPP server `host:port` (skips the SRV lookup)")
 	str(&c.XMPPFormat, []string{"xmpp-format"}, "{name}: {text}", "how mesh texts appear in the room: {name} {long} {short} {id} {channel} {text}")
 	fs.IntVar(&c.XMPPMaxParts, "xmpp-max-parts", 4, "most mesh packets one room message may become (longer ones are refused with a reply)")
+	fs.DurationVar(&c.XMPPEditWindow, "xmpp-edit-window", xmppgw.DefaultEditWindow, "how long after a room message went out over radio a correction of it is still sent, once, as \"nick (edit): ...\"")
 	fs.BoolVar(&c.XMPPBinding, "xmpp-channel-binding", false, "offer SCRAM-*-PLUS (TLS channel binding) first; breaks on ejabberd before 24.02")
 	str(&c.DMJID, []string{"dm-jid"}, "", "`JID` that receives direct messages sent to the radio (default: not forwarded)")
 	str(&c.PeerBridges, []string{"peer-bridges"}, "", "comma-separated `JIDs` of other bridges in the same rooms to cooperate with: each mesh text posted once, one radio per mesh sends")
+	str(&c.DMAllow, []string{"dm-allow"}, "", "comma-separated `JIDs` that may write to mesh nodes through the bridge besides the bridged rooms' occupants")
 
 	// A mistyped flag gets one line and a hint, not the whole usage; -h
 	// prints the usage.
@@ -306,6 +312,11 @@ func (c Config) Validate() error {
 	if (c.Hass || c.HassExpire != 0) && c.HassExpire < time.Minute {
 		return usageErr("--hass-expire %v: want at least 1m (the default is %v)", c.HassExpire, hass.DefaultExpire)
 	}
+	// The states are retained positions, names and telemetry of everyone on
+	// the mesh, whatever their "OK to MQTT": not for a broker the world reads.
+	if c.Hass && c.MQTTBroker != "" && !broker.IsPrivate(c.MQTTBroker) {
+		return usageErr("--hass with --mqtt-broker on a public address: Home Assistant's states would publish every node's position and telemetry to whoever reads that broker; use a broker on a private address")
+	}
 	if c.TextInterval <= 0 {
 		return usageErr("--text-interval %v: want a positive duration (the firmware drops texts less than 2s apart; the default is 2.5s)", c.TextInterval)
 	}
@@ -323,7 +334,7 @@ func (c Config) Validate() error {
 		return usageErr("--log-format %q: want text or json", c.LogFormat)
 	}
 	if c.JID == "" {
-		if c.Room != "" || len(c.Rooms) > 0 || c.Password != "" || c.PasswordFile != "" || c.XMPPServer != "" || c.DMJID != "" || c.PeerBridges != "" {
+		if c.Room != "" || len(c.Rooms) > 0 || c.Password != "" || c.PasswordFile != "" || c.XMPPServer != "" || c.DMJID != "" || c.PeerBridges != "" || c.DMAllow != "" {
 			return usageErr("XMPP settings given without -j/--jid: give the bridge's XMPP account, or drop them to bridge only the mesh and MQTT")
 		}
 		return nil
@@ -409,6 +420,7 @@ func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config
 	}
 	xc.JID, xc.Server, xc.Format, xc.MaxChunks = j, c.XMPPServer, c.XMPPFormat, c.XMPPMaxParts
 	xc.ChannelBinding = c.XMPPBinding
+	xc.EditWindow = c.XMPPEditWindow
 	xc.Password = c.Password
 	if c.PasswordFile != "" {
 		b, err := readFile(c.PasswordFile)
@@ -434,6 +446,16 @@ func (c Config) xmppConfig(readFile func(string) ([]byte, error)) (xmppgw.Config
 			return xc, fmt.Errorf("--peer-bridges %q: %w", p, err)
 		}
 		xc.PeerBridges = append(xc.PeerBridges, pj.Bare())
+	}
+	for _, a := range strings.Split(c.DMAllow, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		aj, err := jid.Parse(a)
+		if err != nil || aj.Localpart() == "" || aj.Resourcepart() != "" {
+			return xc, fmt.Errorf("--dm-allow %q: want accounts such as alice@example.org, comma-separated", a)
+		}
+		xc.DMAllow = append(xc.DMAllow, aj)
 	}
 	rooms := c.Rooms
 	if c.Room != "" {
@@ -470,6 +492,7 @@ var xmppFlags = map[string]string{
 	"Server":    "--xmpp-server",
 	"Format":    "--xmpp-format",
 	"MaxChunks": "--xmpp-max-parts",
+	"DMAllow":   "--dm-allow",
 }
 
 // xmppFlagError puts the name of the flag at fault in front of an error

@@ -260,3 +260,26 @@ func TestMapReportFlags(t *testing.T) {
 		t.Errorf("config file with 18 bits: err = %v, want a usage error", err)
 	}
 }
+
+// What crosses an external broker at QoS 1: the bridge's own topics but
+// Home Assistant's node states (latest wins), and the discovery configs
+// (whose removal must not be lost) only with --hass.
+func TestReliableTopics(t *testing.T) {
+	c := Config{Hass: true, HassPrefix: "ha"}
+	for topic, want := range map[string]bool{
+		"sovereign/mesh/rx":                            true,
+		"sovereign/bridge/status/!5eed0001":            true,
+		"sovereign/hass/node/!a1b2c3d4/state":          false,
+		"ha/sensor/sovereign_a1b2c3d4/battery/config":  true,
+		"homeassistant/sensor/sovereign_a1/bat/config": false,
+		"msh/EU_868/2/json/LongFast/!5eed0001":         false,
+	} {
+		if got := c.reliable(topic); got != want {
+			t.Errorf("reliable(%q) = %v, want %v", topic, got, want)
+		}
+	}
+	c.Hass = false
+	if c.reliable("ha/sensor/sovereign_a1b2c3d4/battery/config") {
+		t.Error("a discovery config is reliable without --hass")
+	}
+}

@@ -46,6 +46,7 @@ func TestHassFlagErrors(t *testing.T) {
 		{"--hass", "--hass-expire", "30s"},
 		{"--hass", "--hass-expire", "-1h"},
 		{"--hass-prefix", "a//b"},
+		{"--hass", "--mqtt-broker", "mqtt://test.mosquitto.org"}, // a public broker
 	} {
 		c, err := Parse(args, env(nil), io.Discard)
 		if err == nil {

@@ -327,7 +327,7 @@ func dialBroker(ctx context.Context, c Config, stateDir string, store *spool.Sto
 	defer cancel()
 	remote, err := broker.DialRemote(dialCtx, broker.RemoteConfig{
 		URL: c.MQTTBroker, Password: pw, CAFile: c.MQTTBrokerCA, ClientID: id,
-		Outbox: store, Reliable: topics.IsBridgeTopic, Will: radioSideWill(c, stateDir),
+		Outbox: store, Reliable: c.reliable, Will: radioSideWill(c, stateDir),
 	}, log)
 	if errors.Is(err, broker.ErrBrokerAuth) {
 		return nil, usageErr("--mqtt-broker: %w", err)
@@ -336,6 +336,18 @@ func dialBroker(ctx context.Context, c Config, stateDir string, store *spool.Sto
 		return nil, fmt.Errorf("--mqtt-broker: %w", err)
 	}
 	return remote, nil
+}
+
+// reliable selects what crosses an external broker at QoS 1 through the
+// outbox: the bridge's own topics, but for Home Assistant's node states,
+// where the latest wins and a lost one is replaced by the next (they would
+// crowd the outbox); and Home Assistant's discovery configs, whose removal
+// must not be lost.
+func (c Config) reliable(topic string) bool {
+	if topics.IsHassNode(topic) {
+		return false
+	}
+	return topics.IsBridgeTopic(topic) || (c.Hass && strings.HasPrefix(topic, c.hassPrefix()+"/") && strings.HasSuffix(topic, "/config"))
 }
 
 // radioSideWill is what the broker says in the radio side's place when it

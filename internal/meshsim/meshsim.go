@@ -59,6 +59,12 @@ type Config struct {
 	// Position is the radio's own position, sent with its own node in the
 	// handshake; nil for a radio that has none.
 	Position *meshpb.Position
+	// ReportLocation is the radio's consent to put its position in map
+	// reports (the MQTT module's map_report_settings).
+	ReportLocation bool
+	// Uplink enables MQTT uplink on the primary channel, and JSON the MQTT
+	// module's JSON output, as an owner does for a public broker.
+	Uplink, JSON bool
 	// AnswerDirect, when set, is how the mesh answers a direct message
 	// the client sends with want_ack, right after the radio takes it:
 	// NONE is the destination's acknowledgement (from the destination),
@@ -103,6 +109,8 @@ type Radio struct {
 	params      mesh.LoRaParams
 	dutyLimited int
 	recentIDs   []uint32 // the last ids taken from the client: the firmware drops a repeat
+	// answer is SetAnswerDirect's; nil leaves it to cfg.AnswerDirect.
+	answer func(p *meshpb.MeshPacket) (meshpb.Routing_Error, bool)
 }
 
 // New makes a simulated radio.
@@ -371,10 +379,16 @@ func (r *Radio) onPacket(c *conn, p *meshpb.MeshPacket) error {
 	if err := c.writeMsg(&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_QueueStatus{QueueStatus: qs}}); err != nil {
 		return err
 	}
-	if r.cfg.AnswerDirect == nil || !p.GetWantAck() || p.GetTo() == mesh.Broadcast {
+	r.mu.Lock()
+	answer := r.answer
+	r.mu.Unlock()
+	if answer == nil {
+		answer = r.cfg.AnswerDirect
+	}
+	if answer == nil || !p.GetWantAck() || p.GetTo() == mesh.Broadcast {
 		return nil
 	}
-	reason, ok := r.cfg.AnswerDirect(proto.CloneOf(cp))
+	reason, ok := answer(proto.CloneOf(cp))
 	if !ok {
 		return nil
 	}
@@ -414,7 +428,7 @@ func (r *Radio) sendConfig(c *conn, nonce uint32) error {
 		if i == 0 {
 			ch.Role = meshpb.Channel_PRIMARY
 			ch.Settings.Psk = []byte{1}
-			ch.Settings.UplinkEnabled = cfg.ClientProxy
+			ch.Settings.UplinkEnabled = cfg.ClientProxy || cfg.Uplink
 			ch.Settings.DownlinkEnabled = cfg.ClientProxy
 		}
 		msgs = append(msgs, &meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_Channel{Channel: ch}})
@@ -425,6 +439,8 @@ func (r *Radio) sendConfig(c *conn, nonce uint32) error {
 		}}}}},
 		&meshpb.FromRadio{PayloadVariant: &meshpb.FromRadio_ModuleConfig{ModuleConfig: &meshpb.ModuleConfig{PayloadVariant: &meshpb.ModuleConfig_Mqtt{Mqtt: &meshpb.ModuleConfig_MQTTConfig{
 			Enabled: cfg.ClientProxy, ProxyToClientEnabled: cfg.ClientProxy, EncryptionEnabled: true, Root: "msh/" + cfg.Region.String(), Address: "127.0.0.1",
+			MapReportSettings: &meshpb.ModuleConfig_MapReportSettings{ShouldReportLocation: cfg.ReportLocation},
+			JsonEnabled:       cfg.JSON, //lint:ignore SA1019 a 2.7 radio still has it
 		}}}}},
 	)
 	now := uint32(time.Now().Unix())
@@ -552,6 +568,33 @@ func (r *Radio) Handshakes() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.handshakes
+}
+
+// SetAnswerDirect changes, from now on, how the mesh answers a direct
+// message the client sends with want_ack (see Config.AnswerDirect); nil
+// goes back to the configuration's.
+func (r *Radio) SetAnswerDirect(answer func(p *meshpb.MeshPacket) (reason meshpb.Routing_Error, ok bool)) {
+	r.mu.Lock()
+	r.answer = answer
+	r.mu.Unlock()
+}
+
+// DirectTextPacket builds a direct message from a peer to the radio's own
+// node, as the radio hands one over decoded.
+func (r *Radio) DirectTextPacket(from uint32, text string) *meshpb.MeshPacket {
+	p := r.TextPacket(from, text)
+	p.To = r.nodeNum()
+	return p
+}
+
+// RoutingPacket builds the mesh's answer to the client's packet requestID
+// as it reaches the radio from node from: NONE from the destination is its
+// acknowledgement, NONE from the radio's own node an implicit one (a relay
+// was heard repeating the packet), any other reason a refusal.
+func (r *Radio) RoutingPacket(from, requestID uint32, reason meshpb.Routing_Error) *meshpb.MeshPacket {
+	p := r.routingReply(requestID, reason)
+	p.From = from
+	return p
 }
 
 // TextPacket builds a broadcast text from a peer on the primary channel.

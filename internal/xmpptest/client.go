@@ -43,6 +43,18 @@ type Message struct {
 	StanzaID string // XEP-0359 stanza-id assigned by the room (by == Room), if any
 	Delayed  bool   // carries a XEP-0203 delay (history/MAM replay)
 	Received time.Time
+	// What it says about another message (relations.go): a XEP-0444
+	// reaction set (Reactions non-nil) on the room's message ReactsTo; a
+	// XEP-0461 reply to the room's message ReplyID by ReplyTo, with the
+	// part of Body marked as its XEP-0428 fallback; a XEP-0308 correction
+	// of Replaces; whether it asks to be archived (XEP-0334 store).
+	ReactsTo      string
+	Reactions     []string
+	ReplyTo       string
+	ReplyID       string
+	ReplyFallback string
+	Replaces      string
+	Stored        bool
 }
 
 // Presence is a MUC presence received by a Client.
@@ -57,7 +69,8 @@ type Presence struct {
 	Self        bool   // status 110
 	Destroyed   bool   // carries <destroy/>
 	Error       string // error condition for Type "error"
-	Payload     string // the presence's children, as XML
+	Status      string // the occupant's <status/> text
+	Payload     string // the presence's other children, as XML
 	Received    time.Time
 }
 
@@ -74,6 +87,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	msgs     []Message
+	chats    []Chat
 	pres     []Presence
 	changed  chan struct{} // closed and replaced on every new event
 	serveErr error
@@ -407,6 +421,10 @@ type inMessage struct {
 	StanzaIDs []sid         `xml:"urn:xmpp:sid:0 stanza-id"`
 	Delay     *struct{}     `xml:"urn:xmpp:delay delay"`
 	Error     *stanza.Error `xml:"error"`
+	// XEP-0184, in one-to-one chat.
+	ReceiptRequest *struct{} `xml:"urn:xmpp:receipts request"`
+	Receipt        *sid      `xml:"urn:xmpp:receipts received"`
+	relExt
 }
 
 type mucItem struct {
@@ -423,12 +441,13 @@ type mucUserX struct {
 }
 
 type inPresence struct {
-	ID    string        `xml:"id,attr"`
-	From  string        `xml:"from,attr"`
-	Type  string        `xml:"type,attr"`
-	X     []mucUserX    `xml:"http://jabber.org/protocol/muc#user x"`
-	Error *stanza.Error `xml:"error"`
-	Other []anyElem     `xml:",any"`
+	ID     string        `xml:"id,attr"`
+	From   string        `xml:"from,attr"`
+	Type   string        `xml:"type,attr"`
+	Status string        `xml:"status"`
+	X      []mucUserX    `xml:"http://jabber.org/protocol/muc#user x"`
+	Error  *stanza.Error `xml:"error"`
+	Other  []anyElem     `xml:",any"`
 }
 
 // anyElem is an element of any name, kept whole to be shown as XML.
@@ -466,7 +485,11 @@ func (c *Client) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) e
 	switch start.Name.Local {
 	case "message":
 		var m inMessage
-		if err := d.Decode(&m); err != nil || m.Type != "groupchat" {
+		if err := d.Decode(&m); err != nil {
+			return nil
+		}
+		if m.Type != "groupchat" {
+			c.recordChat(m, now)
 			return nil
 		}
 		from, err := jid.Parse(m.From)
@@ -496,6 +519,7 @@ func (c *Client) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) e
 				msg.StanzaID = s.ID
 			}
 		}
+		msg.relations(m.relExt)
 		c.mu.Lock()
 		c.msgs = append(c.msgs, msg)
 		c.notifyLocked()
@@ -517,6 +541,7 @@ func (c *Client) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) e
 			From:     p.From,
 			Nick:     from.Resourcepart(),
 			Type:     p.Type,
+			Status:   p.Status,
 			Payload:  payload(p.Other),
 			Received: now,
 		}

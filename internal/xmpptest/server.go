@@ -278,8 +278,10 @@ func (s *Server) start() {
 	t.Cleanup(func() {
 		p, frozen := s.take()
 		if p != nil {
+			// The server is gone either way (killed if slow): a slow exit on
+			// a loaded machine says nothing of what the test tested.
 			if err := s.stopProcess(p, frozen, stopGrace); err != nil {
-				t.Errorf("xmpptest: stop %s in cleanup: %v", s.Kind, err)
+				t.Logf("xmpptest: stop %s in cleanup: %v", s.Kind, err)
 			}
 		}
 		if t.Failed() {
