@@ -21,17 +21,18 @@ func (g *Gateway) onAmend(topic string, payload []byte) {
 		g.malformedRequest(topic, err)
 		return
 	}
-	old := g.tx.find(a.Origin, a.Target)
-	if old != nil && old.downlink != nil {
-		old = nil // a JSON downlink not parsed yet: not the requester's to amend
+	waiting, snap := g.tx.find(a.Origin, a.Target)
+	old := &snap // read only the copy; swap by the queue's own pointer
+	if waiting != nil && snap.downlink != nil {
+		waiting = nil // a JSON downlink not parsed yet: not the requester's to amend
 	}
-	if old == nil {
+	if waiting == nil {
 		g.log.Info("amend of a request that no longer waits; nothing changed", "origin", a.Origin, "request", a.Target, "action", string(a.Action))
 		g.answerAmend(a, topics.AmendNotWaiting, "", g.wires.get(a.Origin, a.Target))
 		return
 	}
 	if a.Action == topics.AmendCancel {
-		if !g.tx.swap(old, nil) {
+		if !g.tx.swap(waiting, nil) {
 			g.answerAmend(a, topics.AmendNotWaiting, "", old.wireID)
 			return
 		}
@@ -60,7 +61,7 @@ func (g *Gateway) onAmend(topic string, payload []byte) {
 		g.answerAmend(a, topics.AmendRefused, meshpb.Routing_NO_INTERFACE.String(), 0)
 		return
 	}
-	if !g.tx.swap(old, r) {
+	if !g.tx.swap(waiting, r) {
 		g.done(r)
 		g.answerAmend(a, topics.AmendNotWaiting, "", old.wireID)
 		return

@@ -98,8 +98,12 @@ func TestTxQueueSwap(t *testing.T) {
 	a, b, c := &request{id: 1, origin: "x"}, &request{id: 2, origin: "x"}, &request{id: 3, origin: "x"}
 	_ = q.push(a)
 	_ = q.push(b)
-	if q.find("x", 2) != b || q.find("y", 2) != nil || q.find("x", 9) != nil {
+	found := func(origin string, id uint32) *request { r, _ := q.find(origin, id); return r }
+	if found("x", 2) != b || found("y", 2) != nil || found("x", 9) != nil {
 		t.Error("find does not match on origin and id")
+	}
+	if _, snap := q.find("x", 2); snap.id != 2 || &snap == b {
+		t.Error("find's snapshot is not a copy of the request")
 	}
 	head := q.peek()
 	b2 := &request{id: 1, origin: "x"}
@@ -109,7 +113,7 @@ func TestTxQueueSwap(t *testing.T) {
 	if q.pop(head) {
 		t.Error("the request swapped out after peek was popped")
 	}
-	if !q.swap(b, nil) || q.len() != 1 || q.find("x", 2) != nil {
+	if !q.swap(b, nil) || q.len() != 1 || found("x", 2) != nil {
 		t.Error("swap with nil did not remove the request")
 	}
 	if q.swap(c, nil) || q.swap(b, a) {

@@ -122,15 +122,17 @@ func (q *txQueue) pop(r *request) bool {
 }
 
 // find returns the waiting request from origin with id, or nil.
-func (q *txQueue) find(origin string, id uint32) *request {
+func (q *txQueue) find(origin string, id uint32) (waiting *request, snapshot request) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, r := range q.items {
 		if r.origin == origin && r.id == id {
-			return r
+			// A copy to read: once the lock is released the session may
+			// take the request and change it (its channel, its packet id).
+			return r, *r
 		}
 	}
-	return nil
+	return nil, request{}
 }
 
 // swap puts r in old's place in the queue, or removes old when r is nil.

@@ -66,7 +66,8 @@ func parseAddress(body string) (address, error) {
 	case first == '!':
 		word, rest := cutWord(after)
 		id, err := mesh.ParseNodeID(trimPunct(word))
-		if err != nil || len(trimPunct(word)) != 9 {
+		// !ffffffff is everyone (broadcast), and 0 no one: not a node.
+		if err != nil || len(trimPunct(word)) != 9 || id == mesh.Broadcast || id == 0 {
 			return address{}, errBadNodeID
 		}
 		a.id, a.name, a.text = id, mesh.NodeID(id), messageText(rest)

@@ -48,6 +48,8 @@ func TestParseAddress(t *testing.T) {
 		{body: "@!a1b2 hi", err: errBadNodeID},
 		{body: "@!zzzzzzzz hi", err: errBadNodeID},
 		{body: "@!a1b2c3d4e5 hi", err: errBadNodeID},
+		{body: "@!ffffffff hello all", err: errBadNodeID}, // broadcast: not one node
+		{body: "@!00000000 hi", err: errBadNodeID},
 	}
 	for _, tt := range tests {
 		a, err := parseAddress(tt.body)

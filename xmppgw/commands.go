@@ -247,6 +247,17 @@ func (g *Gateway) commandReply(cmd, room, nick string, dm bool) string {
 // too often gets no answer: the mesh's airtime is shared.
 func (g *Gateway) answerOnMesh(radio string, p *meshpb.MeshPacket, cmd string) {
 	from := mesh.NodeID(p.GetFrom())
+	if p.GetViaMqtt() {
+		// Not from this mesh: anyone on the internet could ask, under any
+		// node's name, and the answer would take this mesh's airtime.
+		g.log.Info("a command that came through MQTT is not answered on the air", "from", from)
+		return
+	}
+	// All nodes together, then each: a sender id is easy to make up.
+	if _, ok := g.dm.allow("node:*", time.Now(), 2*g.cfg.DMBurst, g.cfg.DMInterval); !ok {
+		g.log.Info("nodes ask the bridge too often; not answered", "from", from)
+		return
+	}
 	if _, ok := g.dm.allow("node:"+from, time.Now(), g.cfg.DMBurst, g.cfg.DMInterval); !ok {
 		g.log.Info("a node asks the bridge too often; not answered", "from", from)
 		return

@@ -257,6 +257,9 @@ func (g *Gateway) addressee(from jid.JID, body string) (node nodeName, text, rep
 	if res.text == "" {
 		return nodeName{}, "", addressHelp(errNothingSaid, nil, "", false)
 	}
+	if res.to.num == mesh.Broadcast || res.to.num == 0 {
+		return nodeName{}, "", addressHelp(errBadNodeID, nil, "", false) // a direct message is to one node
+	}
 	g.mu.Lock()
 	_, bridge := g.radios.isBridgeRadio(res.to.num)
 	g.mu.Unlock()
@@ -659,7 +662,23 @@ func (g *Gateway) directFromMesh(radio string, p *meshpb.MeshPacket, text string
 	if known {
 		g.setCurrent(t.user, from, time.Now())
 	}
+	occupancyKnown := false
+	for _, occ := range g.dm.occupants {
+		occupancyKnown = occupancyKnown || len(occ) > 0
+	}
 	g.dm.mu.Unlock()
+	if known && g.Connected() && occupancyKnown {
+		// Still one who may write through the bridge (in a bridged room,
+		// or listed)? Someone removed since gets no more of the node's
+		// messages. Before the rooms have told their occupants, who is in
+		// them is not known, and the message goes as before.
+		if u, err := jid.Parse(t.user); err != nil {
+			known = false
+		} else if _, ok, _ := g.mayDirect(u); !ok {
+			g.log.Info("the node's last correspondent may no longer write through the bridge; not forwarded to them", "from", mesh.NodeID(from))
+			known = false
+		}
+	}
 	switch {
 	case known:
 		return t.user, true
