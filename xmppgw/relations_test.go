@@ -223,6 +223,8 @@ func testRoomReplies(t *testing.T, br *bridge, alice *xmpptest.Client, room jid.
 	// A reply to a reply of alice's own message names its first part.
 	q := relSays(t, alice, room, "Bridge open?")
 	first := relPacket(t, br, "alice's question", relText("alice: Bridge open?"))
+	// Replied to once the bridge knows what packet the question went as.
+	testutil.Eventually(t, wait, func() bool { return br.xmpp.KnowsPacket(first.GetId()) }, "the bridge never learnt the question's packet id")
 	if _, err := alice.Reply(ctx, room.String(), q.From, q.StanzaID, q.Body, "(answering myself) yes"); err != nil {
 		t.Fatal(err)
 	}

@@ -457,19 +457,7 @@ func distinct(xs []string) []string {
 // test injects, with a short text rule, on a loopback TCP port.
 func startQuietRadio(t *testing.T) (*meshsim.Radio, string) {
 	t.Helper()
-	simCfg := meshsim.Demo()
-	simCfg.TrafficInterval, simCfg.TextRule = 0, 50*time.Millisecond
-	radio := meshsim.New(simCfg)
-	ctx, stop := context.WithCancel(context.Background())
-	addr, serve, err := radio.ListenTCP(ctx, "127.0.0.1:0")
-	if err != nil {
-		stop()
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = serve() }()
-	t.Cleanup(func() { stop(); <-served })
-	return radio, addr.String()
+	return startRadioNum(t, meshsim.Demo().NodeNum)
 }
 
 // roomWithAlice starts a Prosody with the accounts bridge and alice, and
