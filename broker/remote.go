@@ -603,12 +603,22 @@ func (r *Remote) Subscribe(filter string, h Handler) (func(), error) {
 		h(m.topic, m.payload)
 	}
 	r.deliverMu.Unlock()
+	r.mu.Lock()
+	lost := r.lost
+	r.mu.Unlock()
 	if r.client.IsConnectionOpen() {
 		if err := r.subscribe(filter, h); err != nil {
-			r.mu.Lock()
-			delete(r.subs, filter)
-			r.mu.Unlock()
-			return nil, err
+			select {
+			case <-lost:
+				// The connection went while subscribing: the subscription
+				// is kept, and made with the others after the reconnect.
+				r.log.Info("mqtt connection lost while subscribing; subscribing again after the reconnect", "filter", filter)
+			default:
+				r.mu.Lock()
+				delete(r.subs, filter)
+				r.mu.Unlock()
+				return nil, err
+			}
 		}
 	}
 	return func() {
