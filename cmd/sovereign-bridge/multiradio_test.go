@@ -67,17 +67,6 @@ func texts(r *meshsim.Radio, s string) []string {
 	return out
 }
 
-// roomCount counts the bridge's posts in the room that contain s.
-func roomCount(c *xmpptest.Client, s string) int {
-	n := 0
-	for _, m := range c.Messages() {
-		if m.Nick == "meshbridge" && strings.Contains(m.Body, s) {
-			n++
-		}
-	}
-	return n
-}
-
 // askStatus says !status until the bridge's answer satisfies ok.
 func askStatus(t *testing.T, alice *xmpptest.Client, room string, ok func(string) bool, what string) {
 	t.Helper()
@@ -108,27 +97,67 @@ func askStatusOf(t *testing.T, alice *xmpptest.Client, room, nick string, ok fun
 	}
 }
 
+// radioSides is one XMPP side and two radio sides (radios !5eed000a and
+// !5eed000b) on one mosquitto, with alice in the room.
+type radioSides struct {
+	alice                  *xmpptest.Client
+	room                   string
+	radioA, radioB         *meshsim.Radio
+	addrA                  string
+	d                      *daemons
+	sideA                  *exec.Cmd
+	logsA, logsB, xmppLogs *safeBuffer
+}
+
+// startRadioSides starts them, the radio sides with radioArgs, and waits
+// until the XMPP side says both radios are connected.
+func startRadioSides(t *testing.T, radioArgs ...string) *radioSides {
+	t.Helper()
+	srv, room, alice := roomWithAlice(t)
+	m := testutil.StartMosquitto(t)
+	rs := &radioSides{alice: alice, room: room,
+		d: &daemons{t: t, broker: m.URL, dir: t.TempDir(), env: []string{"SSL_CERT_FILE=" + srv.CAFile}}}
+	var addrB string
+	rs.radioA, rs.addrA = startRadioNum(t, 0x5eed000a)
+	rs.radioB, addrB = startRadioNum(t, 0x5eed000b)
+	pw := bridgePasswordFile(t, rs.d.dir)
+	_, rs.xmppLogs = rs.d.start("xmpp-side", "--device", "none", "-j", "bridge@"+srv.Domain, "--password-file", pw, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr)
+	alice.WaitPresence(t, 60*time.Second, func(p xmpptest.Presence) bool { return p.Nick == "meshbridge" })
+	rs.sideA, rs.logsA = rs.d.start("radio-a", append([]string{"--device", "tcp://" + rs.addrA}, radioArgs...)...)
+	_, rs.logsB = rs.d.start("radio-b", append([]string{"--device", "tcp://" + addrB}, radioArgs...)...)
+	testutil.Eventually(t, 30*time.Second, func() bool { return rs.radioA.Ready() && rs.radioB.Ready() },
+		"the radio sides never reached their radios\n%s\n%s", rs.logsA, rs.logsB)
+	askStatus(t, alice, room, func(s string) bool {
+		s = strings.ToLower(s)
+		return strings.Contains(s, "radio !5eed000a is connected") && strings.Contains(s, "radio !5eed000b is connected")
+	}, "both radios are connected")
+	return rs
+}
+
+// count is a number a test expects of what arrived.
+type count struct {
+	what      string
+	got, want int
+}
+
+func checkCounts(t *testing.T, counts []count) {
+	t.Helper()
+	for _, c := range counts {
+		if c.got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
+		}
+	}
+}
+
 // Two radio sides on one mesh (named alike with --mesh) and one XMPP side
 // on one mosquitto: a text both radios hear is posted once; what the room
 // says goes out once, on the radio with the lower node number, and on the
 // other once that one's radio side is killed.
 func TestTwoRadiosOneMesh(t *testing.T) {
-	srv, room, alice := roomWithAlice(t)
-	m := testutil.StartMosquitto(t)
-	d := &daemons{t: t, broker: m.URL, dir: t.TempDir(), env: []string{"SSL_CERT_FILE=" + srv.CAFile}}
+	sides := startRadioSides(t, "--mesh", "valley")
+	alice, room, radioA, radioB, d := sides.alice, sides.room, sides.radioA, sides.radioB, sides.d
+	sideA, logsB, xmppLogs := sides.sideA, sides.logsB, sides.xmppLogs
 	ctx := context.Background()
-	radioA, addrA := startRadioNum(t, 0x5eed000a)
-	radioB, addrB := startRadioNum(t, 0x5eed000b)
-	pw := bridgePasswordFile(t, d.dir)
-	_, xmppLogs := d.start("xmpp-side", "--device", "none", "-j", "bridge@"+srv.Domain, "--password-file", pw, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr)
-	alice.WaitPresence(t, 60*time.Second, func(p xmpptest.Presence) bool { return p.Nick == "meshbridge" })
-	sideA, logsA := d.start("radio-a", "--device", "tcp://"+addrA, "--mesh", "valley")
-	_, logsB := d.start("radio-b", "--device", "tcp://"+addrB, "--mesh", "valley")
-	testutil.Eventually(t, 30*time.Second, func() bool { return radioA.Ready() && radioB.Ready() }, "the radio sides never reached their radios\n%s\n%s", logsA, logsB)
-	askStatus(t, alice, room, func(s string) bool {
-		s = strings.ToLower(s)
-		return strings.Contains(s, "radio !5eed000a is connected") && strings.Contains(s, "radio !5eed000b is connected")
-	}, "both radios are connected")
 
 	// Heard by both radios: the same packet, posted once.
 	p := radioA.TextPacket(0xa1b2c3d4, "heard by both")
@@ -148,7 +177,7 @@ func TestTwoRadiosOneMesh(t *testing.T) {
 	sideA.Process.Signal(os.Interrupt)
 	sideA.Wait()
 	hs := radioA.Handshakes()
-	sideA, logsA = d.start("radio-a", "--device", "tcp://"+addrA, "--mesh", "valley")
+	sideA, logsA := d.start("radio-a", "--device", "tcp://"+sides.addrA, "--mesh", "valley")
 	testutil.Eventually(t, 30*time.Second, func() bool { return radioA.Handshakes() > hs && radioA.Ready() }, "radio side A never came back\n%s", logsA)
 	askStatus(t, alice, room, func(s string) bool {
 		s = strings.ToLower(s)
@@ -168,43 +197,22 @@ func TestTwoRadiosOneMesh(t *testing.T) {
 	// A marker through the whole path: what was counted has settled.
 	testutil.Eventually(t, 10*time.Second, func() bool { return radioB.Inject(radioB.TextPacket(0xa1b2c3d4, "marker")) }, "radio B took no packet")
 	alice.WaitMessage(t, 30*time.Second, func(m xmpptest.Message) bool { return strings.HasSuffix(m.Body, "marker") })
-	for _, c := range []struct {
-		what string
-		got  int
-		want int
-	}{
-		{"posts of the text both radios heard", roomCount(alice, "heard by both"), 1},
+	checkCounts(t, []count{
+		{"posts of the text both radios heard", bridgePosts(alice, "heard by both"), 1},
 		{"first line on radio A", len(texts(radioA, "first line")), 1},
 		{"first line on radio B", len(texts(radioB, "first line")), 0},
 		{"second line on radio A", len(texts(radioA, "second line")), 0},
 		{"second line on radio B", len(texts(radioB, "second line")), 1},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
-		}
-	}
+	})
 }
 
 // Two radio sides on two meshes (radios that never heard each other) and
 // one XMPP side: what the room says goes out on both; a text from one mesh
 // reaches the room once and the other mesh once, never back to its own.
 func TestTwoMeshesOneRoom(t *testing.T) {
-	srv, room, alice := roomWithAlice(t)
-	m := testutil.StartMosquitto(t)
-	d := &daemons{t: t, broker: m.URL, dir: t.TempDir(), env: []string{"SSL_CERT_FILE=" + srv.CAFile}}
+	sides := startRadioSides(t)
+	alice, room, radioA, radioB, xmppLogs := sides.alice, sides.room, sides.radioA, sides.radioB, sides.xmppLogs
 	ctx := context.Background()
-	radioA, addrA := startRadioNum(t, 0x5eed000a)
-	radioB, addrB := startRadioNum(t, 0x5eed000b)
-	pw := bridgePasswordFile(t, d.dir)
-	_, xmppLogs := d.start("xmpp-side", "--device", "none", "-j", "bridge@"+srv.Domain, "--password-file", pw, "-r", room, "-n", "meshbridge", "--xmpp-server", srv.Addr)
-	alice.WaitPresence(t, 60*time.Second, func(p xmpptest.Presence) bool { return p.Nick == "meshbridge" })
-	_, logsA := d.start("radio-a", "--device", "tcp://"+addrA)
-	_, logsB := d.start("radio-b", "--device", "tcp://"+addrB)
-	testutil.Eventually(t, 30*time.Second, func() bool { return radioA.Ready() && radioB.Ready() }, "the radio sides never reached their radios\n%s\n%s", logsA, logsB)
-	askStatus(t, alice, room, func(s string) bool {
-		s = strings.ToLower(s)
-		return strings.Contains(s, "radio !5eed000a is connected") && strings.Contains(s, "radio !5eed000b is connected")
-	}, "both radios are connected")
 
 	if _, err := alice.Say(ctx, room, "to both meshes"); err != nil {
 		t.Fatal(err)
@@ -220,22 +228,14 @@ func TestTwoMeshesOneRoom(t *testing.T) {
 	// A marker through the whole path: what was counted has settled.
 	testutil.Eventually(t, 10*time.Second, func() bool { return radioB.Inject(radioB.TextPacket(0xa1b2c3d5, "marker")) }, "radio B took no packet")
 	testutil.Eventually(t, 30*time.Second, func() bool { return len(texts(radioA, "marker")) == 1 }, "the marker from mesh B never reached mesh A")
-	for _, c := range []struct {
-		what string
-		got  int
-		want int
-	}{
-		{"posts of the text from mesh A", roomCount(alice, "from mesh A"), 1},
+	checkCounts(t, []count{
+		{"posts of the text from mesh A", bridgePosts(alice, "from mesh A"), 1},
 		{"the text from mesh A back on radio A", len(texts(radioA, "from mesh A")), 0},
 		{"the text from mesh A on radio B", len(texts(radioB, "from mesh A")), 1},
 		{"the room's line on radio A", len(texts(radioA, "to both meshes")), 1},
 		{"the room's line on radio B", len(texts(radioB, "to both meshes")), 1},
 		{"the marker back on radio B", len(texts(radioB, "marker")), 0},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
-		}
-	}
+	})
 	if got := texts(radioB, "from mesh A"); len(got) == 1 && !strings.HasPrefix(got[0], "Ana") {
 		t.Errorf("the relayed text %q does not name its sender", got[0])
 	}
@@ -339,21 +339,14 @@ func TestTwoBridgesOneMesh(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, func() bool { return radioB.Inject(radioB.TextPacket(0xa1b2c3d4, "marker two")) }, "radio B took no packet")
 	alice.WaitMessage(t, 30*time.Second, func(m xmpptest.Message) bool { return strings.HasSuffix(m.Body, "marker two") })
 
-	for _, c := range []struct {
-		what      string
-		got, want int
-	}{
+	checkCounts(t, []count{
 		{"posts of the text both radios heard", bridgePosts(alice, "heard by both"), 1},
 		{"first line on radio A", len(texts(radioA, "first line")), 1},
 		{"first line on radio B", len(texts(radioB, "first line")), 0},
 		{"first line posted back to the room", bridgePosts(alice, "first line"), 0},
 		{"posts of marker one", bridgePosts(alice, "marker one"), 1},
 		{"second line on radio B", len(texts(radioB, "second line")), 1},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
-		}
-	}
+	})
 }
 
 // Two complete bridges in one room, on two meshes: what the room says goes
@@ -375,21 +368,14 @@ func TestTwoBridgesTwoMeshes(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, func() bool { return radioB.Inject(radioB.TextPacket(0x13572468, "from mesh B")) }, "radio B took no packet")
 	testutil.Eventually(t, 30*time.Second, func() bool { return len(texts(radioA, "from mesh B")) == 1 }, "the text from mesh B never reached mesh A")
 
-	for _, c := range []struct {
-		what      string
-		got, want int
-	}{
+	checkCounts(t, []count{
 		{"posts of the text from mesh A", bridgePosts(alice, "from mesh A"), 1},
 		{"posts of the text from mesh B", bridgePosts(alice, "from mesh B"), 1},
 		{"the text from mesh A back on radio A", len(texts(radioA, "from mesh A")), 0},
 		{"the text from mesh B back on radio B", len(texts(radioB, "from mesh B")), 0},
 		{"the room's line on radio A", len(texts(radioA, "to both meshes")), 1},
 		{"the room's line on radio B", len(texts(radioB, "to both meshes")), 1},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
-		}
-	}
+	})
 	if got := texts(radioB, "from mesh A"); len(got) == 1 && !strings.HasPrefix(got[0], "Ana") {
 		t.Errorf("the relayed text %q does not name its sender", got[0])
 	}
